@@ -1,0 +1,11 @@
+"""AlexNet's non-standard layers: LRN and column-split (grouped) convolution and pooling.
+
+Each optionally splits its work into `groups` columns pinned to `devices`, which is how the
+paper's two GPUs each hold one column of the network (Sec. 3.2).
+"""
+
+from alexnet_keras.layers.grouped_conv import GroupedConv2D
+from alexnet_keras.layers.grouped_pool import GroupedMaxPool2D
+from alexnet_keras.layers.lrn import LocalResponseNormalization
+
+__all__ = ["GroupedConv2D", "GroupedMaxPool2D", "LocalResponseNormalization"]

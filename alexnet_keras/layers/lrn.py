@@ -1,0 +1,120 @@
+"""Local response normalization, the paper's formula (Sec. 3.3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+from alexnet_keras import constants
+from alexnet_keras.layers import columns
+
+
+@keras.saving.register_keras_serializable(package="alexnet_keras")
+class LocalResponseNormalization(keras.layers.Layer):
+    """Local response normalization across channels, the paper's formula (Sec. 3.3).
+
+    b[c] = a[c] / (k + alpha * sum(a[c']^2 for |c' - c| <= depth_radius)) ** beta, summed over
+    n = 2 * depth_radius + 1 adjacent channels. With the defaults (n=5, k=2, alpha=1e-4,
+    beta=0.75) this is exactly `tf.nn.local_response_normalization(depth_radius=2, bias=2,
+    alpha=1e-4, beta=0.75)`: TF, like the paper, does NOT divide alpha by n. Caffe and PyTorch
+    do (their `alpha` is the paper's alpha * n), so their published 1e-4 is a different network.
+
+    The normalization is computed in float32 and the result cast back to the input dtype: TF has
+    no bfloat16 LRN kernel on CPU, a float16 sum of squares overflows to inf (NaN downstream) for
+    activations around 300, and a float16 LRN under XLA fails with "Seen floating point types of
+    different precisions". So the layer is safe under `mixed_float16` and `mixed_bfloat16`.
+
+    With `groups > 1` the channels are split into that many columns and each is normalized on its
+    own, as on the paper's two GPUs (each GPU only sees its own kernel maps); `devices` pins each
+    column's ops. `groups=1` (the default) normalizes across all channels, as Caffe's
+    bvlc_alexnet does.
+
+    Args:
+        depth_radius: channels on each side that enter the sum (n = 2 * depth_radius + 1).
+        bias: k.
+        alpha: scale of the sum of squares (not divided by n).
+        beta: exponent.
+        groups: number of independently normalized channel columns.
+        devices: optional device per column, e.g. `("/gpu:0", "/gpu:1")`.
+
+    Input shape: `(batch, height, width, channels)`. Output shape: the same, in the input dtype.
+
+    Example:
+        >>> layer = LocalResponseNormalization()
+        >>> layer(tf.ones((1, 4, 4, 8))).shape
+        TensorShape([1, 4, 4, 8])
+    """
+
+    def __init__(
+        self,
+        depth_radius: int = constants.LRN_DEPTH_RADIUS,
+        bias: float = constants.LRN_K,
+        alpha: float = constants.LRN_ALPHA,
+        beta: float = constants.LRN_BETA,
+        groups: int = 1,
+        devices: Sequence[str] | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(depth_radius, int) or depth_radius < 0:
+            raise ValueError(
+                "`depth_radius` must be a non-negative integer. "
+                f"Received: depth_radius={depth_radius}"
+            )
+        if bias <= 0:
+            raise ValueError(f"`bias` must be positive. Received: bias={bias}")
+        if alpha < 0:
+            raise ValueError(f"`alpha` must be non-negative. Received: alpha={alpha}")
+        if beta <= 0:
+            raise ValueError(f"`beta` must be positive. Received: beta={beta}")
+        if not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"`groups` must be a positive integer. Received: groups={groups}")
+        self.depth_radius = depth_radius
+        self.bias = float(bias)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.groups = groups
+        self.devices = columns.check_devices(devices, groups)
+
+    def build(self, input_shape: tuple) -> None:
+        channels = input_shape[-1]
+        if channels is not None and channels % self.groups:
+            raise ValueError(
+                f"Input channels must be divisible by `groups`. Received: groups={self.groups}, "
+                f"input channels={channels}"
+            )
+        self.built = True
+
+    def _normalize(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.nn.local_response_normalization(
+            tf.cast(x, tf.float32),
+            depth_radius=self.depth_radius,
+            bias=self.bias,
+            alpha=self.alpha,
+            beta=self.beta,
+        )
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        parts = columns.split_channels(inputs, self.groups)
+        outputs = []
+        for g, column in enumerate(parts):
+            with tf.device(self.devices[g] if self.devices else None):
+                outputs.append(tf.cast(self._normalize(column), inputs.dtype))
+        return outputs[0] if self.groups == 1 else tf.concat(outputs, axis=-1)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            depth_radius=self.depth_radius,
+            bias=self.bias,
+            alpha=self.alpha,
+            beta=self.beta,
+            groups=self.groups,
+            devices=list(self.devices) if self.devices else None,
+        )
+        return config

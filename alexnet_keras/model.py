@@ -1,0 +1,150 @@
+"""The paper's AlexNet (Krizhevsky et al., 2012, Sec. 3, Fig. 2) as a functional Keras model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import keras
+
+from alexnet_keras import constants
+from alexnet_keras.layers import GroupedConv2D, GroupedMaxPool2D, LocalResponseNormalization
+
+# Layer names are part of the checkpoint and serving contract: keep them stable.
+LAYER_NAMES = (
+    "conv1", "lrn1", "pool1", "conv2", "lrn2", "pool2", "conv3", "conv4", "conv5", "pool5",
+    "fc6", "drop6", "fc7", "drop7", "fc8",
+)  # fmt: skip
+KERNEL_INITIALIZERS = ("paper", "he_normal", "glorot_uniform")
+BIAS_INITIALIZERS = ("paper", "zeros")
+
+
+def _kernel_initializer(name: str, seed: int | None, index: int) -> keras.initializers.Initializer:
+    layer_seed = None if seed is None else seed + index  # Distinct but reproducible per layer.
+    if name == "paper":  # Sec. 5: zero-mean Gaussian with standard deviation 0.01.
+        return keras.initializers.RandomNormal(0.0, constants.INIT_STDDEV, seed=layer_seed)
+    if name == "he_normal":
+        return keras.initializers.HeNormal(seed=layer_seed)
+    return keras.initializers.GlorotUniform(seed=layer_seed)
+
+
+def build_alexnet(
+    num_classes: int = constants.NUM_CLASSES,
+    input_shape: Sequence[int] = (constants.IMAGE_SIZE, constants.IMAGE_SIZE, 3),
+    dropout: float = 0.5,
+    groups: int = 2,
+    use_lrn: bool = True,
+    tower_devices: Sequence[str] | None = None,
+    kernel_initializer: str = "paper",
+    bias_initializer: str = "paper",
+    seed: int | None = None,
+    name: str = "alexnet",
+) -> keras.Model:
+    """Builds the paper's AlexNet; the model outputs float32 logits (serving adds the softmax).
+
+    Why 227 and not 224: the paper says 224x224x3, but conv1 (11x11, stride 4, no padding) maps
+    224 to 54.25, not the 55x55x96 the paper reports; 227 gives exactly (227 - 11) / 4 + 1 = 55,
+    as in Caffe's bvlc_alexnet and cuda-convnet. With 227 the maps are 55x55x96, 27x27x96,
+    27x27x256, 13x13x256, 13x13x384, 13x13x384, 13x13x256, 6x6x256, and with 1000 classes the net
+    has 60,965,224 parameters. Any square input from 67 up works (pool5 shrinks, and fc6's input
+    size follows), for small-image datasets.
+
+    `groups=2` is the paper's two-column net: conv2, conv4 and conv5 see only their own column's
+    maps, LRN normalizes within a column, and the columns meet at conv3 and the fc layers (Sec.
+    3.2). `groups=1` is the one-column net (same parameter count for conv1 and conv3, more for the
+    grouped layers). `tower_devices` pins column g to `tower_devices[g]` (model parallelism).
+
+    Args:
+        num_classes: size of fc8.
+        input_shape: `(size, size, 3)`, size >= 67.
+        dropout: rate of drop6 and drop7 (paper: 0.5).
+        groups: 1 or 2 columns (2 = paper).
+        use_lrn: whether lrn1 and lrn2 are present (identity layers are not inserted).
+        tower_devices: optional device per column.
+        kernel_initializer: "paper" (N(0, 0.01)), "he_normal" or "glorot_uniform".
+        bias_initializer: "paper" (1 in conv2, conv4, conv5, fc6, fc7; 0 elsewhere) or "zeros".
+        seed: makes the initialization reproducible.
+        name: model name.
+    """
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or input_shape[0] != input_shape[1] or input_shape[2] != 3:
+        raise ValueError(
+            f"`input_shape` must be (size, size, 3). Received: input_shape={input_shape}"
+        )
+    if input_shape[0] < constants.MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"`input_shape` must be at least {constants.MIN_IMAGE_SIZE}x{constants.MIN_IMAGE_SIZE} "
+            f"(smaller inputs pool to nothing before fc6). Received: input_shape={input_shape}"
+        )
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(
+            f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes}"
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
+    if groups not in (1, 2):
+        raise ValueError(f"`groups` must be 1 or 2. Received: groups={groups}")
+    if kernel_initializer not in KERNEL_INITIALIZERS:
+        raise ValueError(
+            f"`kernel_initializer` must be one of {KERNEL_INITIALIZERS}. "
+            f"Received: kernel_initializer={kernel_initializer!r}"
+        )
+    if bias_initializer not in BIAS_INITIALIZERS:
+        raise ValueError(
+            f"`bias_initializer` must be one of {BIAS_INITIALIZERS}. "
+            f"Received: bias_initializer={bias_initializer!r}"
+        )
+    if tower_devices is not None and len(tower_devices) != groups:
+        raise ValueError(
+            f"`tower_devices` must name one device per group ({groups}). "
+            f"Received: tower_devices={tower_devices}"
+        )
+    devices = tuple(tower_devices) if tower_devices else None
+
+    def init(layer_name: str) -> dict:
+        unit_bias = bias_initializer == "paper" and layer_name in constants.LAYERS_WITH_UNIT_BIAS
+        return dict(
+            kernel_initializer=_kernel_initializer(
+                kernel_initializer, seed, LAYER_NAMES.index(layer_name)
+            ),
+            bias_initializer="ones" if unit_bias else "zeros",
+        )
+
+    def conv(
+        layer_name: str,
+        filters: int,
+        size: int,
+        strides: int = 1,
+        padding: str = "same",
+        split_input: bool = True,
+    ) -> GroupedConv2D:
+        return GroupedConv2D(
+            filters, size, strides=strides, padding=padding, groups=groups, split_input=split_input,
+            activation="relu", devices=devices, name=layer_name, **init(layer_name),
+        )  # fmt: skip
+
+    def lrn(layer_name: str) -> Callable:
+        if not use_lrn:
+            return lambda x: x
+        return LocalResponseNormalization(groups=groups, devices=devices, name=layer_name)
+
+    def pool(layer_name: str) -> GroupedMaxPool2D:
+        return GroupedMaxPool2D(3, 2, groups=groups, devices=devices, name=layer_name)
+
+    images = keras.Input(shape=input_shape, name="images")
+    # conv1 and conv3 read their whole input in both columns, so they are not grouped (Fig. 2).
+    x = conv("conv1", 96, 11, strides=4, padding="valid", split_input=False)(images)
+    x = pool("pool1")(lrn("lrn1")(x))
+    x = conv("conv2", 256, 5)(x)
+    x = pool("pool2")(lrn("lrn2")(x))
+    x = conv("conv3", 384, 3, split_input=False)(x)
+    x = conv("conv4", 384, 3)(x)
+    x = conv("conv5", 256, 3)(x)
+    x = pool("pool5")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(4096, activation="relu", name="fc6", **init("fc6"))(x)
+    x = keras.layers.Dropout(dropout, name="drop6")(x)
+    x = keras.layers.Dense(4096, activation="relu", name="fc7", **init("fc7"))(x)
+    x = keras.layers.Dropout(dropout, name="drop7")(x)
+    # Logits in float32 even under a mixed-precision policy, so the softmax and loss are stable.
+    logits = keras.layers.Dense(num_classes, name="fc8", dtype="float32", **init("fc8"))(x)
+    return keras.Model(images, logits, name=name)

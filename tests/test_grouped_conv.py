@@ -1,0 +1,165 @@
+"""GroupedConv2D and GroupedMaxPool2D against plain per-group TF ops and Keras's own layers."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_keras.layers import GroupedConv2D, GroupedMaxPool2D
+
+# (kernel, strides, padding) of AlexNet's convolutions.
+ALEXNET_CONVS = [(11, 4, "valid"), (5, 1, "same"), (3, 1, "same")]
+
+
+def reference_grouped_conv(x, kernels, biases, strides, padding):
+    """Independent reference: split channels, tf.nn.conv2d per group, add bias, concatenate."""
+    parts = tf.split(x, len(kernels), axis=-1)
+    outs = [
+        tf.nn.conv2d(p, k, strides, padding.upper()) + b for p, k, b in zip(parts, kernels, biases)
+    ]
+    return tf.concat(outs, axis=-1)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+@pytest.mark.parametrize("kernel,strides,padding", ALEXNET_CONVS)
+def test_matches_per_group_conv_forward_and_gradients(groups, kernel, strides, padding):
+    rng = np.random.default_rng(groups * 100 + kernel)
+    x = tf.constant(rng.normal(size=(2, 23, 23, 8)), tf.float32)
+    layer = GroupedConv2D(16, kernel, strides=strides, padding=padding, groups=groups)
+    layer.build(x.shape)
+    for v in layer.weights:
+        v.assign(rng.normal(size=v.shape).astype(np.float32))
+    kernels = [tf.identity(k) for k in layer.kernels]
+    biases = [tf.identity(b) for b in layer.biases]
+    upstream = tf.constant(rng.normal(size=layer.compute_output_shape(x.shape)), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, *kernels, *biases])
+        ours = layer(x)
+        ref = reference_grouped_conv(x, kernels, biases, strides, padding)
+        loss_ours = tf.reduce_sum(ours * upstream)
+        loss_ref = tf.reduce_sum(ref * upstream)
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-4, atol=1e-4)
+    assert ours.shape == layer.compute_output_shape(x.shape)
+    grads_ours = tape.gradient(loss_ours, [x, *layer.trainable_weights])
+    grads_ref = tape.gradient(loss_ref, [x] + [w for kb in zip(kernels, biases) for w in kb])
+    for g_ours, g_ref in zip(grads_ours, grads_ref):
+        np.testing.assert_allclose(g_ours.numpy(), g_ref.numpy(), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("kernel,strides,padding", ALEXNET_CONVS)
+def test_one_group_equals_keras_conv2d(kernel, strides, padding):
+    x = np.random.default_rng(0).normal(size=(2, 19, 19, 6)).astype(np.float32)
+    ours = GroupedConv2D(12, kernel, strides=strides, padding=padding, groups=1, activation="relu")
+    ours.build(x.shape)
+    keras_conv = keras.layers.Conv2D(
+        12, kernel, strides=strides, padding=padding, activation="relu"
+    )
+    keras_conv.build(x.shape)
+    keras_conv.set_weights(ours.get_weights())
+    np.testing.assert_allclose(ours(x).numpy(), keras_conv(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_unsplit_input_equals_conv2d_with_concatenated_kernels():
+    """split_input=False (conv1, conv3): each column reads every channel; together a plain conv."""
+    x = np.random.default_rng(1).normal(size=(2, 15, 15, 6)).astype(np.float32)
+    ours = GroupedConv2D(8, 3, padding="same", groups=2, split_input=False)
+    ours.build(x.shape)
+    assert ours.kernels[0].shape == (3, 3, 6, 4)
+    keras_conv = keras.layers.Conv2D(8, 3, padding="same")
+    keras_conv.build(x.shape)
+    kernel = np.concatenate([k.numpy() for k in ours.kernels], axis=-1)
+    bias = np.concatenate([b.numpy() for b in ours.biases])
+    keras_conv.set_weights([kernel, bias])
+    np.testing.assert_allclose(ours(x).numpy(), keras_conv(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_weight_count_and_names():
+    layer = GroupedConv2D(256, 5, padding="same", groups=2)
+    layer.build((None, 27, 27, 96))
+    assert [w.shape for w in layer.weights] == [(5, 5, 48, 128), (128,), (5, 5, 48, 128), (128,)]
+    assert sum(int(np.prod(w.shape)) for w in layer.weights) == 307_456  # The paper's conv2.
+    assert [w.path.split("/")[-1] for w in layer.weights] == [
+        "kernel_0",
+        "bias_0",
+        "kernel_1",
+        "bias_1",
+    ]
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_traced_equals_eager(jit):
+    x = np.random.default_rng(2).normal(size=(1, 13, 13, 8)).astype(np.float32)
+    layer = GroupedConv2D(8, 3, padding="same", groups=2, activation="relu")
+    eager = layer(x).numpy()
+    np.testing.assert_allclose(tf.function(layer, jit_compile=jit)(x).numpy(), eager, atol=1e-5)
+
+
+def test_config_round_trip_json_and_keras_file(tmp_path):
+    layer = GroupedConv2D(
+        8, (3, 3), strides=2, padding="same", groups=2, activation="relu",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.01, seed=1),
+        bias_initializer="ones", kernel_regularizer=keras.regularizers.L2(5e-4), name="g",
+    )  # fmt: skip
+    config = layer.get_config()
+    for key in ("filters", "kernel_size", "strides", "padding", "groups", "split_input",
+                "activation", "use_bias", "kernel_initializer", "bias_initializer",
+                "kernel_regularizer", "bias_regularizer", "kernel_constraint", "bias_constraint",
+                "devices"):  # fmt: skip
+        assert key in config
+    clone = GroupedConv2D.from_config(config)
+    assert clone.get_config() == config
+    revived = keras.saving.deserialize_keras_object(
+        json.loads(json.dumps(keras.saving.serialize_keras_object(layer)))
+    )
+    assert isinstance(revived, GroupedConv2D) and revived.get_config() == config
+
+    inputs = keras.Input((9, 9, 4))
+    model = keras.Model(inputs, GroupedMaxPool2D(3, 2, groups=2)(layer(inputs)))
+    x = np.random.default_rng(3).normal(size=(2, 9, 9, 4)).astype(np.float32)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(reloaded(x).numpy(), model(x).numpy())
+
+
+def test_devices_pin_each_group():
+    layer = GroupedConv2D(8, 3, groups=2, devices=["/cpu:0", "/cpu:1"])
+    x = tf.zeros((1, 8, 8, 4))
+    graph = tf.function(layer).get_concrete_function(x).graph
+    conv_devices = {op.device for op in graph.get_operations() if op.type == "Conv2D"}
+    assert any("CPU:0" in d for d in conv_devices) and any("CPU:1" in d for d in conv_devices)
+    assert "CPU:1" in layer.kernels[1].value.device
+
+
+def test_max_pool_groups_equal_keras_pool():
+    x = np.random.default_rng(4).normal(size=(2, 13, 13, 8)).astype(np.float32)
+    ours = GroupedMaxPool2D(3, 2, groups=2, devices=["/cpu:0", "/cpu:1"])
+    np.testing.assert_array_equal(ours(x).numpy(), keras.layers.MaxPooling2D(3, 2)(x).numpy())
+    assert ours.compute_output_shape((None, 13, 13, 8)) == (None, 6, 6, 8)
+    assert GroupedMaxPool2D.from_config(ours.get_config()).get_config() == ours.get_config()
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(filters=95, kernel_size=3, groups=2), r"Received: groups=2, filters=95"),
+        (dict(filters=0, kernel_size=3), "filters"),
+        (dict(filters=8, kernel_size=3, groups=0), "groups"),
+        (dict(filters=8, kernel_size=0), "kernel_size"),
+        (dict(filters=8, kernel_size=3, strides=(1, 2, 3)), "strides"),
+        (dict(filters=8, kernel_size=3, padding="full"), "padding"),
+        (dict(filters=8, kernel_size=3, groups=2, devices=["/cpu:0"]), "devices"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GroupedConv2D(**kwargs)
+
+
+def test_input_channels_not_divisible():
+    with pytest.raises(ValueError, match="groups=2, input channels=3"):
+        GroupedConv2D(8, 3, groups=2)(np.zeros((1, 5, 5, 3), np.float32))
+    with pytest.raises(ValueError, match="groups"):
+        GroupedMaxPool2D(groups=2)(np.zeros((1, 5, 5, 3), np.float32))

@@ -1,0 +1,131 @@
+"""LocalResponseNormalization against an independent NumPy evaluation of the paper's formula."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_keras.layers import LocalResponseNormalization
+
+
+def numpy_lrn(a, depth_radius=2, k=2.0, alpha=1e-4, beta=0.75):
+    """Sec. 3.3: b[c] = a[c] / (k + alpha * sum_{|c'-c|<=r} a[c']^2) ** beta (alpha not / n)."""
+    a = a.astype(np.float64)
+    channels = a.shape[-1]
+    out = np.empty_like(a)
+    for c in range(channels):
+        lo, hi = max(0, c - depth_radius), min(channels, c + depth_radius + 1)
+        out[..., c] = a[..., c] / (k + alpha * np.sum(a[..., lo:hi] ** 2, axis=-1)) ** beta
+    return out
+
+
+def plain_tf_lrn(a, depth_radius=2, k=2.0, alpha=1e-4, beta=0.75):
+    squares = tf.square(a)
+    channels = a.shape[-1]
+    padded = tf.pad(squares, [[0, 0]] * 3 + [[depth_radius, depth_radius]])
+    window = tf.add_n([padded[..., i : i + channels] for i in range(2 * depth_radius + 1)])
+    return a / (k + alpha * window) ** beta
+
+
+@pytest.mark.parametrize("depth_radius", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(2, 5, 5, 8), (1, 3, 7, 96), (3, 2, 2, 5)])
+def test_matches_numpy_formula(depth_radius, shape):
+    rng = np.random.default_rng(depth_radius)
+    a = rng.uniform(-300, 300, size=shape).astype(np.float32)
+    layer = LocalResponseNormalization(depth_radius=depth_radius)
+    np.testing.assert_allclose(layer(a).numpy(), numpy_lrn(a, depth_radius), rtol=1e-5)
+
+
+def test_groups_normalize_each_column_alone():
+    a = np.random.default_rng(0).uniform(-300, 300, size=(2, 4, 4, 12)).astype(np.float32)
+    expected = np.concatenate([numpy_lrn(a[..., :6]), numpy_lrn(a[..., 6:])], axis=-1)
+    actual = LocalResponseNormalization(groups=2)(a).numpy()
+    np.testing.assert_allclose(actual, expected, rtol=1e-5)
+    # Channels 5 and 6 sit at the column boundary, so the one-column result differs there.
+    assert not np.allclose(LocalResponseNormalization()(a).numpy()[..., 5], expected[..., 5])
+
+
+def test_gradient_matches_autodiff_of_plain_formula():
+    a = tf.constant(np.random.default_rng(1).uniform(-300, 300, (2, 3, 3, 16)), tf.float32)
+    layer = LocalResponseNormalization()
+    upstream = tf.constant(np.random.default_rng(2).normal(size=(2, 3, 3, 16)), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(a)
+        ours = tf.reduce_sum(layer(a) * upstream)
+        reference = tf.reduce_sum(plain_tf_lrn(a) * upstream)
+    np.testing.assert_allclose(
+        tape.gradient(ours, a).numpy(), tape.gradient(reference, a).numpy(), rtol=1e-4, atol=1e-7
+    )
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "jit"])
+def test_execution_modes_agree(mode):
+    a = np.random.default_rng(3).uniform(-300, 300, (2, 4, 4, 8)).astype(np.float32)
+    layer = LocalResponseNormalization()
+    fn = {
+        "eager": layer,
+        "function": tf.function(layer),
+        "jit": tf.function(layer, jit_compile=True),
+    }[mode]
+    np.testing.assert_allclose(fn(a).numpy(), numpy_lrn(a), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "policy,dtype", [("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16")]
+)
+def test_mixed_precision_is_finite_and_keeps_dtype(mixed_policy, policy, dtype):
+    mixed_policy(policy)
+    layer = LocalResponseNormalization()
+    # 300^2 * 5 overflows float16 (max 65504): the layer must sum squares in float32.
+    a = tf.constant(np.full((1, 2, 2, 8), 300.0), dtype)
+    for fn in (layer, tf.function(layer, jit_compile=True)):
+        out = fn(a)
+        assert out.dtype == dtype
+        assert np.all(np.isfinite(tf.cast(out, tf.float32).numpy()))
+        expected = numpy_lrn(np.full((1, 2, 2, 8), 300.0, np.float32))
+        np.testing.assert_allclose(tf.cast(out, tf.float32).numpy(), expected, rtol=1e-2)
+
+
+def test_config_round_trip_and_json():
+    layer = LocalResponseNormalization(depth_radius=3, bias=1.0, alpha=2e-4, beta=0.5, groups=2)
+    config = layer.get_config()
+    assert {k: config[k] for k in ("depth_radius", "bias", "alpha", "beta", "groups")} == dict(
+        depth_radius=3, bias=1.0, alpha=2e-4, beta=0.5, groups=2
+    )
+    clone = LocalResponseNormalization.from_config(config)
+    assert clone.get_config() == config
+    serialized = json.loads(json.dumps(keras.saving.serialize_keras_object(layer)))
+    revived = keras.saving.deserialize_keras_object(serialized)
+    assert isinstance(revived, LocalResponseNormalization) and revived.depth_radius == 3
+
+
+def test_compute_output_shape():
+    assert LocalResponseNormalization().compute_output_shape((None, 55, 55, 96)) == (
+        None,
+        55,
+        55,
+        96,
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(depth_radius=-1), "depth_radius"),
+        (dict(bias=0.0), "bias"),
+        (dict(alpha=-1.0), "alpha"),
+        (dict(beta=0.0), "beta"),
+        (dict(groups=0), "groups"),
+        (dict(groups=2, devices=["/cpu:0"]), "devices"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LocalResponseNormalization(**kwargs)
+
+
+def test_channels_not_divisible_by_groups():
+    with pytest.raises(ValueError, match="groups=2, input channels=5"):
+        LocalResponseNormalization(groups=2)(np.zeros((1, 2, 2, 5), np.float32))
