@@ -37,6 +37,7 @@ def build_alexnet(
     kernel_initializer: str = "paper",
     bias_initializer: str = "paper",
     seed: int | None = None,
+    input_scale: float = 1.0,
     name: str = "alexnet",
 ) -> keras.Model:
     """Builds the paper's AlexNet; the model outputs float32 logits (serving adds the softmax).
@@ -63,6 +64,9 @@ def build_alexnet(
         kernel_initializer: "paper" (N(0, 0.01)), "he_normal" or "glorot_uniform".
         bias_initializer: "paper" (1 in conv2, conv4, conv5, fc6, fc7; 0 elsewhere) or "zeros".
         seed: makes the initialization reproducible.
+        input_scale: multiplies the (mean-subtracted, 0..255) input first; 1.0 = paper. He or
+            Glorot initializers assume unit-scale inputs, so pair them with ~1/64. Part of the
+            model, so serving applies it too.
         name: model name.
     """
     input_shape = tuple(input_shape)
@@ -130,9 +134,14 @@ def build_alexnet(
     def pool(layer_name: str) -> GroupedMaxPool2D:
         return GroupedMaxPool2D(3, 2, groups=groups, devices=devices, name=layer_name)
 
+    if not input_scale > 0:
+        raise ValueError(f"`input_scale` must be positive. Received: input_scale={input_scale}")
     images = keras.Input(shape=input_shape, name="images")
+    x = images
+    if input_scale != 1.0:
+        x = keras.layers.Rescaling(input_scale, name="input_scale")(x)
     # conv1 and conv3 read their whole input in both columns, so they are not grouped (Fig. 2).
-    x = conv("conv1", 96, 11, strides=4, padding="valid", split_input=False)(images)
+    x = conv("conv1", 96, 11, strides=4, padding="valid", split_input=False)(x)
     x = pool("pool1")(lrn("lrn1")(x))
     x = conv("conv2", 256, 5)(x)
     x = pool("pool2")(lrn("lrn2")(x))

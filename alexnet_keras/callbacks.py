@@ -1,0 +1,192 @@
+"""Training callbacks: the paper's learning-rate rule, resumable checkpoints, a NaN stop, best/last.
+
+Every piece of state that a resumed run needs is either in the TF checkpoint (weights, momentum,
+step) or derived from files written at epoch ends, so restarting the same command continues at
+the same step, epoch and learning rate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+LR_STATE_FILE = "lr_state.json"
+BEST_FILE = "best.keras"
+LAST_FILE = "last.keras"
+
+
+def plateau_drops(val_errors: list[float], patience: int, max_drops: int) -> int:
+    """How often the rate has been divided by 10 after these epochs (Sec. 5).
+
+    The paper divides the rate by 10 "when the validation error rate stopped improving with the
+    current learning rate"; here: after `patience` consecutive epochs without a new best error,
+    at most `max_drops` times. Waiting restarts after each drop.
+    """
+    best, wait, drops = math.inf, 0, 0
+    for error in val_errors:
+        if error < best:
+            best, wait = error, 0
+            continue
+        wait += 1
+        if wait >= patience and drops < max_drops:
+            drops, wait = drops + 1, 0
+    return drops
+
+
+def step_drops(epoch: int, boundaries: tuple[int, ...]) -> int:
+    """How many boundaries (in epochs) lie at or before `epoch` (0-based)."""
+    return sum(epoch >= b for b in boundaries)
+
+
+class LearningRateController(keras.callbacks.Callback):
+    """Sets lr = base / 10**drops at each epoch start and logs it; keeps val errors on disk.
+
+    The drop count is recomputed from the recorded validation errors of the epochs before the
+    current one, so a resumed run gets exactly the rate it would have had.
+    """
+
+    def __init__(
+        self,
+        base_lr: float,
+        schedule: str,
+        state_dir: str,
+        patience: int = 3,
+        max_drops: int = 3,
+        boundaries: tuple[int, ...] = (),
+        monitor: str = "val_top1",
+        write_state: bool = True,
+    ):
+        super().__init__()
+        self.write_state = write_state  # Only the chief writes under multi-worker training.
+        self.base_lr = base_lr
+        self.schedule = schedule
+        self.patience = patience
+        self.max_drops = max_drops
+        self.boundaries = tuple(boundaries)
+        self.monitor = monitor
+        self.path = os.path.join(state_dir, LR_STATE_FILE)
+        self.errors: dict[int, float] = {}
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                self.errors = {int(k): v for k, v in json.load(f)["val_top1_error"].items()}
+
+    def rate_for_epoch(self, epoch: int) -> float:
+        if self.schedule == "plateau":
+            history = [self.errors[e] for e in sorted(self.errors) if e < epoch]
+            drops = plateau_drops(history, self.patience, self.max_drops)
+        elif self.schedule == "step":
+            drops = step_drops(epoch, self.boundaries)
+        else:
+            drops = 0
+        return self.base_lr / 10.0**drops
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        rate = self.rate_for_epoch(epoch)
+        if not math.isclose(float(self.model.optimizer.learning_rate.numpy()), rate):
+            logging.info("Epoch %d: learning rate %g", epoch + 1, rate)
+        self.model.optimizer.learning_rate.assign(rate)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
+        if self.monitor in logs:
+            self.errors = {e: v for e, v in self.errors.items() if e < epoch}
+            self.errors[epoch] = 1.0 - float(logs[self.monitor])
+            if self.write_state:
+                _write_json_atomically(self.path, {"val_top1_error": self.errors})
+
+
+class StepCheckpoint(keras.callbacks.Callback):
+    """Saves weights, momentum and step every `every_steps` steps and at each epoch end.
+
+    Stops the run, without saving, at the first non-finite loss, so the last checkpoint on
+    disk is always a good one; `failed_step` tells the caller what happened.
+    """
+
+    def __init__(self, manager: tf.train.CheckpointManager, every_steps: int):
+        super().__init__()
+        self.manager = manager
+        self.every_steps = every_steps
+        self.failed_step: int | None = None
+        self.failed_loss: float | None = None
+        self._saved_step: int | None = None
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.manager.latest_checkpoint is None:
+            self._save()  # Step 0, so there is always a good checkpoint to go back to.
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.failed_step, self.failed_loss = self._step(), float(loss)
+            self.model.stop_training = True
+            return
+        if self._step() % self.every_steps == 0:
+            self._save()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.failed_step is None and self._saved_step != self._step():
+            self._save()
+
+    def _save(self) -> None:
+        self._saved_step = self._step()
+        self.manager.save(checkpoint_number=self._saved_step)
+
+
+class ModelSaver(keras.callbacks.Callback):
+    """Writes `last.keras` at every epoch end and `best.keras` when val top-1 improves."""
+
+    def __init__(self, model_dir: str, monitor: str = "val_top1"):
+        super().__init__()
+        self.model_dir = model_dir
+        self.monitor = monitor
+        self.best_path = os.path.join(model_dir, "best.json")
+        self.best = -math.inf
+        if os.path.exists(self.best_path):
+            with open(self.best_path) as f:
+                self.best = json.load(f)[monitor]
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        if not math.isfinite(float(logs.get("loss", 0.0))):
+            return
+        _save_model_atomically(self.model, os.path.join(self.model_dir, LAST_FILE))
+        value = logs.get(self.monitor)
+        if value is not None and float(value) > self.best:
+            self.best = float(value)
+            _save_model_atomically(self.model, os.path.join(self.model_dir, BEST_FILE))
+            _write_json_atomically(self.best_path, {self.monitor: self.best, "epoch": epoch + 1})
+
+
+class BadImageCounter(keras.callbacks.Callback):
+    """Logs how many undecodable images the input pipeline skipped, each epoch (also to history)."""
+
+    def __init__(self, log: object):
+        super().__init__()
+        self.log = log  # A bad_data.BadImageLog.
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        count = self.log.log_summary()
+        if logs is not None:
+            logs["skipped_images"] = count
+
+
+def _save_model_atomically(model: keras.Model, path: str) -> None:
+    tmp = path + ".tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _write_json_atomically(path: str, value: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)

@@ -1,0 +1,160 @@
+"""The training run's resolved, validated, frozen configuration, written next to the checkpoints.
+
+Field names equal the training flags, so every validation error names the flag to fix.
+Defaults are the paper's recipe (Sec. 5 and 4.1) wherever the paper gives one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from alexnet_keras import constants
+
+DEFAULT_MODEL_DIR = os.path.join("runs", "alexnet")  # Where train writes and export reads.
+CONFIG_FILE = "config.json"
+
+DISTRIBUTIONS = ("auto", "one_device", "mirrored", "towers", "multi_worker")
+MIXED_PRECISIONS = ("auto", "none", "float16", "bfloat16")
+LR_SCHEDULES = ("plateau", "step", "constant")
+KERNEL_INITIALIZERS = ("paper", "he_normal", "glorot_uniform")
+BIAS_INITIALIZERS = ("paper", "zeros")
+CHECKPOINTS = ("best", "last")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; see `alexnet_keras.train` for each flag's help."""
+
+    dataset: str = "imagenet2012"
+    data_dir: str | None = None
+    manual_dir: str | None = None
+    model_dir: str = DEFAULT_MODEL_DIR
+    image_size: int = constants.IMAGE_SIZE
+    resize_size: int | None = None  # None: image_size * 256 / 227, the paper's ratio.
+    stats_file: str | None = None  # None: ImageNet's published mean and PCA.
+    batch_size: int = 128  # Global, split across replicas.
+    epochs: int = 90
+    steps_per_epoch: int | None = None  # None: one pass over the training split.
+    validation_steps: int | None = None  # None: the whole evaluation split.
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_schedule: str = "plateau"
+    plateau_patience: int = 3
+    max_lr_drops: int = 3
+    lr_boundaries: tuple[int, ...] = (30, 60, 80)  # Epochs, for lr_schedule=step.
+    dropout: float = 0.5
+    input_scale: float = 1.0
+    groups: int = 2
+    use_lrn: bool = True
+    kernel_initializer: str = "paper"
+    bias_initializer: str = "paper"
+    augment: bool = True
+    lighting_std: float = 0.1
+    ten_crop_eval: bool = True
+    distribution: str = "auto"
+    devices: tuple[str, ...] = ()
+    logical_devices: int = 0
+    mixed_precision: str = "auto"  # bfloat16 on CPUs with native bf16, else float32.
+    jit_compile: bool = False
+    seed: int | None = None
+    deterministic: bool = False
+    strict_data: bool = False
+    checkpoint_every_steps: int = 1000
+    final_checkpoint: str = "best"
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "image_size", "batch_size", "epochs", "checkpoint_every_steps")
+        _check_positive(self, "steps_per_epoch", "validation_steps", "resize_size", optional=True)
+        _check_choice(self, "distribution", DISTRIBUTIONS)
+        _check_choice(self, "mixed_precision", MIXED_PRECISIONS)
+        _check_choice(self, "lr_schedule", LR_SCHEDULES)
+        _check_choice(self, "kernel_initializer", KERNEL_INITIALIZERS)
+        _check_choice(self, "bias_initializer", BIAS_INITIALIZERS)
+        _check_choice(self, "final_checkpoint", CHECKPOINTS)
+        if self.image_size < constants.MIN_IMAGE_SIZE:
+            _fail("image_size", self.image_size, f"an integer >= {constants.MIN_IMAGE_SIZE}")
+        if self.resize_size is not None and self.resize_size < self.image_size:
+            _fail("resize_size", self.resize_size, f"an integer >= --image_size={self.image_size}")
+        if not self.dataset:
+            _fail(
+                "dataset", self.dataset, "imagenet2012, fashion_mnist, folder:PATH or a TFDS name"
+            )
+        if self.groups not in (1, 2):
+            _fail("groups", self.groups, "1 or 2")
+        for name in ("learning_rate", "input_scale"):
+            if getattr(self, name) <= 0:
+                _fail(name, getattr(self, name), "a positive number")
+        for name in ("momentum", "dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                _fail(name, getattr(self, name), "a number in [0, 1)")
+        for name in ("weight_decay", "lighting_std", "plateau_patience", "max_lr_drops"):
+            if getattr(self, name) < 0:
+                _fail(name, getattr(self, name), "a non-negative number")
+        if self.logical_devices < 0 or self.logical_devices == 1:
+            _fail("logical_devices", self.logical_devices, "0 (no split) or an integer >= 2")
+        if list(self.lr_boundaries) != sorted(set(self.lr_boundaries)) or any(
+            b <= 0 for b in self.lr_boundaries
+        ):
+            _fail("lr_boundaries", self.lr_boundaries, "increasing positive epoch numbers")
+        if self.distribution == "towers" and self.groups != 2:
+            _fail("groups", self.groups, "2 with --distribution=towers (one column per device)")
+        if self.distribution == "towers" and self.devices and len(self.devices) != 2:
+            _fail("devices", ",".join(self.devices), "exactly two devices for towers")
+        if self.distribution in ("mirrored", "towers") and self.devices:
+            if len(set(self.devices)) != len(self.devices):
+                _fail("devices", ",".join(self.devices), "distinct devices")
+            if self.devices and len(self.devices) > 0 and self.batch_size % len(self.devices):
+                _fail(
+                    "batch_size",
+                    self.batch_size,
+                    f"a multiple of the {len(self.devices)} replicas in --devices",
+                )
+        for name in ("data_dir", "manual_dir", "stats_file"):
+            path = getattr(self, name)
+            if path is not None and not os.path.exists(path):
+                _fail(name, path, "an existing path")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        """Reads a config written by `to_json`; unknown keys (from newer versions) are errors."""
+        values = json.loads(text)
+        for name in ("lr_boundaries", "devices"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+
+def load_config(model_dir: str) -> TrainConfig:
+    """The configuration a training run wrote into its model directory."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"No training run in --model_dir={model_dir}: {path} does not exist. Train first with "
+            "`python -m alexnet_keras.train --model_dir=...`."
+        )
+    with open(path) as f:
+        return TrainConfig.from_json(f.read())
+
+
+def _fail(name: str, value: object, expected: str) -> None:
+    raise ValueError(f"--{name}={value} is invalid: expected {expected}.")
+
+
+def _check_positive(config: TrainConfig, *names: str, optional: bool = False) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if optional and value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            _fail(name, value, "a positive integer")
+
+
+def _check_choice(config: TrainConfig, name: str, choices: tuple[str, ...]) -> None:
+    if getattr(config, name) not in choices:
+        _fail(name, getattr(config, name), f"one of {', '.join(choices)}")

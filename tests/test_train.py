@@ -1,0 +1,153 @@
+"""End-to-end training: one device, mirrored and towers on two logical CPUs, and learning."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from train_helpers import tiny_arrays, tiny_config, tiny_datasets
+
+from alexnet_keras import callbacks as cb
+from alexnet_keras.trainer import Datasets, run
+
+METRIC_KEYS = {"top1_error", "top5_error", "top1_accuracy", "top5_accuracy", "examples", "crops"}
+
+
+def _checkpoint_steps(model_dir):
+    state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
+    return [int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths] if state else []
+
+
+def _assert_run_outputs(model_dir, metrics, final_step):
+    assert METRIC_KEYS <= set(metrics)
+    assert np.isfinite(metrics["top1_error"])
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        assert json.load(f)["examples"] == metrics["examples"] == 16
+    assert max(_checkpoint_steps(model_dir)) == final_step
+    for name in ("last.keras", "config.json", "class_names.json", "stats.json", "history.csv"):
+        assert os.path.exists(os.path.join(model_dir, name)), name
+    history = open(os.path.join(model_dir, "history.csv")).read().splitlines()
+    header, last = history[0].split(","), history[-1].split(",")
+    assert np.isfinite(float(last[header.index("loss")]))
+    assert "learning_rate" in header
+    assert os.listdir(os.path.join(model_dir, "logs"))  # TensorBoard event files.
+
+
+def test_one_device(tmp_path):
+    config = tiny_config(tmp_path, epochs=2)
+    metrics = run(config, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(steps=3))
+    _assert_run_outputs(tmp_path, metrics, final_step=6)
+
+
+def test_mirrored_on_two_logical_cpus(tmp_path):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    config = tiny_config(tmp_path, distribution="mirrored", devices=("/cpu:0", "/cpu:1"))
+    metrics = run(config, strategy, tiny_datasets(steps=3, ten_crop=True))
+    _assert_run_outputs(tmp_path, metrics, final_step=3)
+    assert metrics["crops"] == 10
+
+
+def test_towers_places_columns_on_both_devices(tmp_path):
+    config = tiny_config(tmp_path, distribution="towers", devices=("/cpu:0", "/cpu:1"))
+    metrics = run(config, tf.distribute.get_strategy(), tiny_datasets(steps=2))
+    _assert_run_outputs(tmp_path, metrics, final_step=2)
+
+    from alexnet_keras.model import build_alexnet
+
+    model = build_alexnet(4, (67, 67, 3), tower_devices=("/cpu:0", "/cpu:1"))
+    for name in ("conv1", "conv2", "conv3", "conv4", "conv5"):
+        assert "CPU:0" in model.get_layer(name).kernels[0].value.device
+        assert "CPU:1" in model.get_layer(name).kernels[1].value.device
+    graph = tf.function(model).get_concrete_function(tf.zeros((1, 67, 67, 3))).graph
+    devices = {
+        op.type: {op.device for op in graph.get_operations() if op.type == op.type}
+        for op in graph.get_operations()
+    }
+    per_type = {}
+    for op in graph.get_operations():
+        per_type.setdefault(op.type, set()).add(op.device.rsplit(":", 1)[-1] if op.device else "")
+    assert devices  # The graph was traced.
+    for op_type in ("Conv2D", "LRN", "MaxPool"):
+        assert {"0", "1"} <= per_type[op_type], (op_type, per_type[op_type])
+
+
+@pytest.mark.parametrize("precision", ["none", "bfloat16"])
+def test_overfits_a_tiny_fixed_batch(tmp_path, precision):
+    """The whole loop learns, in float32 and in mixed bfloat16 (LRN, logits in float32)."""
+    images, labels = tiny_arrays(n=8)
+    batch = tf.data.Dataset.from_tensors((images, labels))
+    datasets = Datasets(batch.repeat(), batch, batch, ("a", "b", "c", "d"), 40, "train")
+    config = tiny_config(tmp_path, dropout=0.0, epochs=1, batch_size=8, learning_rate=0.01,
+                         weight_decay=0.0, checkpoint_every_steps=100,
+                         mixed_precision=precision)  # fmt: skip
+    metrics = run(config, tf.distribute.OneDeviceStrategy("/cpu:0"), datasets)
+    history = open(os.path.join(tmp_path, "history.csv")).read().splitlines()
+    header, row = history[0].split(","), history[1].split(",")
+    assert float(row[header.index("val_loss")]) < 0.05
+    assert metrics["top1_accuracy"] == 1.0
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_good_checkpoint(tmp_path):
+    images, labels = tiny_arrays(n=8)
+    # A NaN sample weight makes the 4th step's loss NaN (CPU kernels in graph mode clamp
+    # non-finite activations, so NaN images would not reliably do it).
+    weights = np.ones(8, np.float32)
+    good = tf.data.Dataset.from_tensors((images, labels, weights))
+    bad = tf.data.Dataset.from_tensors((images, labels, weights * np.nan))
+    train = good.repeat(3).concatenate(bad.repeat())
+    plain = tf.data.Dataset.from_tensors((images, labels))
+    datasets = Datasets(train, plain, plain, ("a", "b", "c", "d"), 6, "train")
+    config = tiny_config(tmp_path, checkpoint_every_steps=1)
+    with pytest.raises(FloatingPointError, match="loss became nan at step 4"):
+        run(config, tf.distribute.OneDeviceStrategy("/cpu:0"), datasets)
+    assert max(_checkpoint_steps(tmp_path)) == 3
+
+
+@pytest.mark.parametrize(
+    "errors,patience,max_drops,expected",
+    [
+        ([0.9, 0.8, 0.7], 2, 3, 0),  # Always improving.
+        ([0.9, 0.9, 0.9], 2, 3, 1),  # Two flat epochs: one drop.
+        ([0.9, 0.95, 0.92, 0.85, 0.86], 2, 3, 1),  # Drop, then a new best resets waiting.
+        ([0.9] * 20, 1, 3, 3),  # Never more than max_drops.
+        ([0.9] * 20, 3, 2, 2),
+    ],
+)
+def test_plateau_drops(errors, patience, max_drops, expected):
+    assert cb.plateau_drops(errors, patience, max_drops) == expected
+
+
+def test_learning_rate_controller_recomputes_rate_after_resume(tmp_path):
+    import keras
+
+    from alexnet_keras.optimizer import PaperSGD
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(PaperSGD(0.01), "mse")
+    controller = cb.LearningRateController(0.01, "plateau", str(tmp_path), patience=2, max_drops=3)
+    controller.set_model(model)
+    rates = []
+    for epoch, top1 in enumerate([0.5, 0.5, 0.5, 0.6, 0.6, 0.6]):
+        controller.on_epoch_begin(epoch)
+        rates.append(float(model.optimizer.learning_rate))
+        controller.on_epoch_end(epoch, {"val_top1": top1})
+    np.testing.assert_allclose(rates, [0.01, 0.01, 0.01, 0.001, 0.001, 0.001])
+    resumed = cb.LearningRateController(0.01, "plateau", str(tmp_path), patience=2, max_drops=3)
+    resumed.set_model(model)
+    assert resumed.rate_for_epoch(6) == pytest.approx(0.0001)
+    assert resumed.rate_for_epoch(3) == pytest.approx(0.001)
+    step = cb.LearningRateController(0.01, "step", str(tmp_path), boundaries=(2, 4))
+    assert [step.rate_for_epoch(e) for e in range(5)] == pytest.approx(
+        [0.01, 0.01, 0.001, 0.001, 0.0001]
+    )
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch):
+    from alexnet_keras import trainer
+
+    monkeypatch.setattr(trainer, "cpu_has_native_bfloat16", lambda: True)
+    assert trainer.resolve_precision("auto") == "bfloat16"
+    monkeypatch.setattr(trainer, "cpu_has_native_bfloat16", lambda: False)
+    assert trainer.resolve_precision("auto") == "none"
+    assert trainer.resolve_precision("float16") == "float16"

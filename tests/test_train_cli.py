@@ -1,0 +1,200 @@
+"""The training command line: flag validation, SIGKILL-and-resume, multi-worker, the demo."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+from absl import flags
+from train_helpers import REPO, run_env, run_train, train_command, write_tiny_fashion_mnist
+
+from alexnet_keras.train import config_from_flags, define_flags
+
+
+def _parse(*args):
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    flag_values(["train", *args])
+    return config_from_flags(flag_values)
+
+
+def test_defaults_are_the_papers_recipe():
+    config = _parse()
+    assert (config.batch_size, config.learning_rate, config.momentum) == (128, 0.01, 0.9)
+    assert (config.weight_decay, config.dropout, config.image_size) == (5e-4, 0.5, 227)
+    assert (config.lr_schedule, config.max_lr_drops, config.dataset) == (
+        "plateau",
+        3,
+        "imagenet2012",
+    )
+    assert config.kernel_initializer == config.bias_initializer == "paper"
+    assert config.augment and config.ten_crop_eval and config.lighting_std == 0.1
+
+
+def test_flagfile_recipe_parses():
+    config = _parse(f"--flagfile={os.path.join(REPO, 'flags.txt')}")
+    assert config.dataset == "imagenet2012" and config.epochs == 90 and config.batch_size == 128
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--batch_size=-1"], "--batch_size=-1 is invalid: expected a positive integer"),
+        (["--image_size=32"], "--image_size=32 is invalid: expected an integer >= 67"),
+        (["--epochs=0"], "--epochs=0"),
+        (["--learning_rate=0"], "--learning_rate=0.0"),
+        (["--data_dir=/no/such/dir"], "--data_dir=/no/such/dir is invalid: expected an existing"),
+        (["--manual_dir=/no/such/dir"], "--manual_dir=/no/such/dir"),
+        (["--distribution=mirrored", "--devices=/cpu:0,/cpu:1", "--batch_size=7"],
+         "--batch_size=7 is invalid: expected a multiple of the 2 replicas"),
+        (["--distribution=towers", "--groups=1"], "--groups=1"),
+        (["--lr_boundaries=30,20"], "--lr_boundaries"),
+        (["--logical_devices=1"], "--logical_devices=1"),
+    ],
+)  # fmt: skip
+def test_invalid_flag_values(args, match):
+    with pytest.raises(ValueError, match=match):
+        _parse(*args)
+
+
+@pytest.mark.parametrize("args", [["--distribution=pipeline"], ["--mixed_precision=fp8"]])
+def test_unknown_choices_fail_at_parse_time(args):
+    with pytest.raises(flags.IllegalFlagValueError, match="should be one of"):
+        _parse(*args)
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--flagfile=/no/such/flags.txt"], "flags.txt"),
+        (["stray_argument"], "Unexpected arguments"),
+        (["--dataset=no_such_dataset"], "--dataset=no_such_dataset"),
+        (["--dataset=fashion_mnist"], "apt-get install -y dataset-fashion-mnist"),
+    ],
+)
+def test_command_line_fails_fast_with_message(tmp_path, args, match):
+    env = run_env(tmp_path / "missing")
+    result = run_train([sys.executable, "-m", "alexnet_keras.train", *args,
+                        f"--model_dir={tmp_path}/run"], env, timeout=120)  # fmt: skip
+    assert result.returncode != 0
+    assert match in result.stderr + result.stdout
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def _checkpoint_step(model_dir):
+    path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return int(path.rsplit("-", 1)[1]) if path else None
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume(tmp_path):
+    """8 steps an epoch, 3 epochs, a checkpoint every 2 steps; kill after step >= 10, resume."""
+    write_tiny_fashion_mnist(tmp_path / "data", n_train=64, n_test=16)
+    env = run_env(tmp_path / "data")
+    model_dir = tmp_path / "run"
+    command = train_command(model_dir, "--epochs=3", "--checkpoint_every_steps=2")
+    process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and (_checkpoint_step(model_dir) or 0) < 10:
+            assert process.poll() is None, "training ended before it could be killed"
+            time.sleep(0.2)
+        killed_at = _checkpoint_step(model_dir)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert killed_at is not None and 10 <= killed_at < 24
+    assert killed_at % 8, "the kill should land mid-epoch for this test to mean something"
+
+    result = run_train(command, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = int(result.stderr.split("at step ")[1].split(".")[0])
+    assert resumed >= killed_at  # The step counter never goes backwards.
+    assert _checkpoint_step(model_dir) == 24  # Same final step as an uninterrupted run.
+    with open(model_dir / "metrics.json") as f:
+        assert json.load(f)["examples"] == 16
+    rows = open(model_dir / "history.csv").read().splitlines()[1:]
+    epochs = [int(r.split(",")[0]) for r in rows]
+    assert epochs == sorted(epochs) and epochs[-1] == 2
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multi_worker_two_processes(tmp_path):
+    write_tiny_fashion_mnist(tmp_path / "data", n_train=64, n_test=16)
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    model_dir = tmp_path / "run"
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = run_env(tmp_path / "data", TF_CONFIG=json.dumps(tf_config))
+        command = train_command(model_dir, "--epochs=1", "--steps_per_epoch=3",
+                                "--validation_steps=1")  # fmt: skip
+        command[command.index("--distribution=one_device")] = "--distribution=multi_worker"
+        processes.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True))  # fmt: skip
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=300)[0])
+    finally:
+        for process in processes:
+            process.kill()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    assert _checkpoint_step(model_dir) == 3
+    with open(model_dir / "metrics.json") as f:
+        assert json.load(f)["examples"] == 16
+
+
+@pytest.mark.slow
+def test_demo_flagfile_reaches_target_accuracy(tmp_path):
+    """The README's first command, on Debian's real Fashion-MNIST (installed by .ci/run)."""
+    if not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"):
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("ALEXNET_FASHION_MNIST_DIR", None)
+    command = [sys.executable, "-m", "alexnet_keras.train", "--flagfile=flags/demo.txt",
+               f"--model_dir={tmp_path}/demo"]  # fmt: skip
+    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True,
+                            timeout=1500)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "demo" / "metrics.json") as f:
+        metrics = json.load(f)
+    print(result.stdout[-2000:])
+    assert metrics["examples"] == 10_000
+    assert metrics["top1_accuracy"] >= 0.85
+
+
+@pytest.mark.slow
+def test_evaluate_command_ten_crop(tmp_path):
+    write_tiny_fashion_mnist(tmp_path / "data", n_train=16, n_test=12)
+    env = run_env(tmp_path / "data")
+    model_dir = tmp_path / "run"
+    result = run_train(train_command(model_dir, "--epochs=1", "--steps_per_epoch=2"), env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    command = [sys.executable, "-m", "alexnet_keras.evaluate", f"--model_dir={model_dir}",
+               "--ten_crop", "--checkpoint=last", "--batch_size=5"]  # fmt: skip
+    result = run_train(command, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(model_dir / "metrics.json") as f:
+        metrics = json.load(f)
+    assert (metrics["crops"], metrics["examples"], metrics["split"]) == (10, 12, "test")
+    assert metrics["top1_error"] == pytest.approx(1 - metrics["top1_accuracy"])
+    assert "top-1 error" in result.stdout

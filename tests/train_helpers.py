@@ -1,0 +1,98 @@
+"""Tiny data and configs for training tests: a few 67x67 images, 4 classes, a few steps."""
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from alexnet_keras.config import TrainConfig
+from alexnet_keras.trainer import Datasets
+
+SIZE = 67
+CLASSES = ("a", "b", "c", "d")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_arrays(n=16, seed=0):
+    """Images whose class is visible (a bright quadrant), so a few steps can learn it."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % len(CLASSES)
+    images = rng.normal(0, 20, size=(n, SIZE, SIZE, 3)).astype(np.float32)
+    half = SIZE // 2
+    for i, label in enumerate(labels):
+        y, x = divmod(int(label), 2)
+        images[i, y * half : (y + 1) * half, x * half : (x + 1) * half] += 100.0
+    return images, labels.astype(np.int32)
+
+
+def tiny_datasets(batch=8, steps=3, ten_crop=False):
+    images, labels = tiny_arrays()
+    train = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(batch)
+    validation = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch)
+    crops = np.repeat(images[:, None], 10, axis=1) if ten_crop else images
+    evaluation = tf.data.Dataset.from_tensor_slices((crops, labels)).batch(batch)
+    return Datasets(train, validation, evaluation, CLASSES, steps, "test")
+
+
+def tiny_config(model_dir, **overrides):
+    values = dict(
+        dataset="fashion_mnist",
+        model_dir=str(model_dir),
+        image_size=SIZE,
+        batch_size=8,
+        epochs=1,
+        kernel_initializer="he_normal",
+        bias_initializer="zeros",
+        input_scale=1 / 64,
+        lr_schedule="constant",
+        checkpoint_every_steps=2,
+        distribution="one_device",
+        devices=("/cpu:0",),
+        mixed_precision="none",
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def write_idx(directory, split, images, labels):
+    """Fashion-MNIST's real file format: gzipped IDX (magic 2051 images, 2049 labels)."""
+    prefix = "train" if split == "train" else "t10k"
+    os.makedirs(directory, exist_ok=True)
+    with gzip.open(os.path.join(directory, f"{prefix}-images-idx3-ubyte.gz"), "wb") as f:
+        f.write(struct.pack(">IIII", 2051, len(images), 28, 28) + images.astype(np.uint8).tobytes())
+    with gzip.open(os.path.join(directory, f"{prefix}-labels-idx1-ubyte.gz"), "wb") as f:
+        f.write(struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes())
+
+
+def write_tiny_fashion_mnist(directory, n_train=64, n_test=16):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, size=(n, 28, 28))
+        for i, label in enumerate(labels):  # A class-dependent bright row band.
+            images[i, 2 * label : 2 * label + 3] = 250
+        write_idx(directory, split, images, labels)
+
+
+def train_command(model_dir, *extra):
+    return [
+        sys.executable, "-m", "alexnet_keras.train", "--dataset=fashion_mnist",
+        f"--model_dir={model_dir}", "--image_size=67", "--batch_size=8",
+        "--kernel_initializer=he_normal", "--bias_initializer=zeros", "--input_scale=0.015625",
+        "--lr_schedule=constant", "--noten_crop_eval", "--distribution=one_device", *extra,
+    ]  # fmt: skip
+
+
+def run_env(fashion_dir, **extra):
+    env = dict(os.environ, ALEXNET_FASHION_MNIST_DIR=str(fashion_dir), TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def run_train(args, env, timeout=300):
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
