@@ -1,0 +1,283 @@
+"""Exports a trained run as a TF Serving SavedModel: `<export_base>/<model_name>/<version>/`.
+
+    python tools/export.py                          # runs/alexnet/best.keras -> exports/alexnet/N
+
+The version directory holds `saved_model.pb`, `variables/`, and `assets.extra/` (the warmup
+requests, the class labels and export_info.json). It is written into a hidden temporary
+directory next to it and renamed into place, so TF Serving, which polls the model directory for
+numeric subdirectories, never sees a half-written version; a failed export removes everything it
+created. `models.config` (model_config_list) and `batching_parameters.txt` are (re)written in
+`<export_base>/`. Signatures: see `alexnet_keras.serving`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+
+import keras
+from absl import logging
+
+from alexnet_keras import labels, serving, stats, warmup
+from alexnet_keras.callbacks import BEST_FILE, LAST_FILE
+from alexnet_keras.config import CONFIG_FILE, TrainConfig, load_config
+from alexnet_keras.trainer import CLASS_NAMES_FILE, STATS_FILE
+
+DEFAULT_EXPORT_BASE = "exports"
+DEFAULT_MODEL_NAME = "alexnet"
+MODELS_CONFIG_FILE = "models.config"
+BATCHING_FILE = "batching_parameters.txt"
+LABELS_FILE = "labels.txt"
+EXPORT_INFO_FILE = "export_info.json"
+CHECKPOINTS = {"best": BEST_FILE, "last": LAST_FILE}
+
+# Server-side batching (TF Serving's --enable_batching): up to 32 requests merged within 2 ms.
+# num_batch_threads = cores of a small serving machine; max_enqueued_batches bounds the queue
+# so overload fails fast instead of growing latency without bound.
+BATCHING_PARAMETERS = """\
+max_batch_size { value: 32 }
+batch_timeout_micros { value: 2000 }
+max_enqueued_batches { value: 100 }
+num_batch_threads { value: 4 }
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSource:
+    """What to export: a checkpoint and the run's config, class names and statistics."""
+
+    checkpoint: str
+    config: TrainConfig
+    class_names: tuple[str, ...]
+    stats: stats.DatasetStats
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """Where an export went and how to serve it."""
+
+    path: str
+    version: int
+    model_name: str
+    export_base: str
+    models_config: str
+    batching_parameters: str
+    commands: dict[str, str]
+
+
+def _read_class_names(path: str) -> tuple[str, ...]:
+    with open(path) as f:
+        if path.endswith(".json"):
+            return tuple(json.load(f))
+        return tuple(line.rstrip("\n") for line in f if line.strip())
+
+
+def _config_from_keras_file(keras_file: str) -> TrainConfig:
+    """Architecture settings read from a `.keras` file written without a run directory."""
+    try:
+        model = keras.saving.load_model(keras_file, compile=False)
+    except Exception as error:
+        raise ValueError(f"Cannot read --keras_file={keras_file}: {error}") from error
+    layer_names = {layer.name for layer in model.layers}
+    scale = model.get_layer("input_scale").scale if "input_scale" in layer_names else 1.0
+    return TrainConfig(
+        image_size=int(model.input_shape[1]),
+        groups=int(model.get_layer("conv1").groups),
+        use_lrn="lrn1" in layer_names,
+        input_scale=float(scale),
+        dropout=float(model.get_layer("drop6").rate),
+    )
+
+
+def resolve_source(
+    model_dir: str | None = None,
+    keras_file: str | None = None,
+    checkpoint: str = "best",
+    class_names: str | Sequence[str] | None = None,
+    stats_file: str | None = None,
+) -> ExportSource:
+    """Finds the checkpoint, config, class names and stats of a run directory or `.keras` file.
+
+    With `keras_file`, the config, class names and stats come from files next to it (as in a run
+    directory) when present; else the architecture is read from the file, class names from
+    `class_names` (a list, or a .json/.txt file) and stats from `stats_file` (default ImageNet).
+    """
+    if (model_dir is None) == (keras_file is None):
+        raise ValueError("Pass exactly one of --model_dir and --keras_file.")
+    if model_dir is not None:
+        if checkpoint not in CHECKPOINTS:
+            raise ValueError(f"--checkpoint must be best or last. Received: {checkpoint!r}")
+        path = os.path.join(model_dir, CHECKPOINTS[checkpoint])
+        directory = model_dir
+        config = load_config(model_dir)
+    else:
+        path, directory = keras_file, os.path.dirname(os.path.abspath(keras_file))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--keras_file={path} does not exist.")
+        if os.path.exists(os.path.join(directory, CONFIG_FILE)):
+            config = load_config(directory)
+        else:
+            config = _config_from_keras_file(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"Checkpoint {path} does not exist (--checkpoint={checkpoint}). Train first with "
+            "`python -m alexnet_keras.train`, or pick the other checkpoint."
+        )
+    if class_names is None:
+        names_file = os.path.join(directory, CLASS_NAMES_FILE)
+        if not os.path.exists(names_file):
+            raise FileNotFoundError(
+                f"No class names: {names_file} does not exist. Pass --class_names=FILE."
+            )
+        class_names = names_file
+    if isinstance(class_names, str):
+        class_names = _read_class_names(class_names)
+    sibling_stats = os.path.join(directory, STATS_FILE)
+    if stats_file is None and os.path.exists(sibling_stats):
+        stats_file = sibling_stats
+    if stats_file is None:
+        logging.warning("No stats.json next to %s: using the ImageNet mean.", path)
+    return ExportSource(path, config, tuple(class_names), stats.load_stats(stats_file))
+
+
+def next_version(model_base: str) -> int:
+    """One more than the largest numeric version directory (1 if there is none)."""
+    if not os.path.isdir(model_base):
+        return 1
+    versions = [int(name) for name in os.listdir(model_base) if name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def _make_dirs(path: str) -> list[str]:
+    """Creates `path` and missing parents; returns the directories created, deepest first."""
+    created = []
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        created.append(path)
+        path = os.path.dirname(path)
+    for directory in reversed(created):
+        os.mkdir(directory)
+    return created
+
+
+def _write_atomically(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def models_config_text(export_base: str) -> str:
+    """A model_config_list with every model directory under `export_base` (absolute paths)."""
+    entries = []
+    for name in sorted(os.listdir(export_base)):
+        base_path = os.path.abspath(os.path.join(export_base, name))
+        if os.path.isdir(base_path) and any(v.isdigit() for v in os.listdir(base_path)):
+            entries.append(
+                "  config {\n"
+                f'    name: "{name}"\n'
+                f'    base_path: "{base_path}"\n'
+                '    model_platform: "tensorflow"\n'
+                "  }\n"
+            )
+    return "model_config_list {\n" + "".join(entries) + "}\n"
+
+
+def serving_commands(export_base: str, model_name: str) -> dict[str, str]:
+    """The docker and tensorflow_model_server commands that serve this export base.
+
+    Docker mounts the export base at the same absolute path, so one models.config (with absolute
+    host paths) serves both. Ports: 8500 gRPC, 8501 REST (TF Serving's conventions).
+    """
+    base = os.path.abspath(export_base)
+    flags = (
+        f"--model_config_file={base}/{MODELS_CONFIG_FILE} --enable_batching "
+        f"--batching_parameters_file={base}/{BATCHING_FILE}"
+    )
+    return {
+        "docker": f'docker run --rm -p 8500:8500 -p 8501:8501 -v "{base}:{base}:ro" '
+        f"tensorflow/serving {flags}",
+        "tensorflow_model_server": (
+            f"tensorflow_model_server --port=8500 --rest_api_port=8501 {flags}"
+        ),
+        "rest_example": f"curl http://localhost:8501/v1/models/{model_name}",
+    }
+
+
+def _write_assets_extra(directory: str, display: Sequence[str], info: dict) -> None:
+    extra = os.path.join(directory, warmup.WARMUP_DIR)
+    os.makedirs(extra, exist_ok=True)
+    with open(os.path.join(extra, LABELS_FILE), "w") as f:
+        f.write("".join(f"{name}\n" for name in display))
+    with open(os.path.join(extra, EXPORT_INFO_FILE), "w") as f:
+        json.dump(info, f, indent=2)
+
+
+def export_saved_model(
+    source: ExportSource,
+    export_base: str = DEFAULT_EXPORT_BASE,
+    model_name: str = DEFAULT_MODEL_NAME,
+    version: int | None = None,
+    ten_crop: bool = False,
+    top_k: int = 5,
+    write_warmup: bool = True,
+) -> ExportResult:
+    """Writes `<export_base>/<model_name>/<version>/` atomically plus the serving configs."""
+    if version is not None and version < 1:
+        raise ValueError(f"--version must be a positive integer. Received: {version}")
+    if not model_name or os.sep in model_name or model_name.startswith("."):
+        raise ValueError(f"--model_name must be a plain directory name. Received: {model_name!r}")
+    # Everything that can fail on bad input happens before anything is written.
+    model = serving.load_serving_model(source.checkpoint, source.config, len(source.class_names))
+    display = labels.display_names(source.class_names)
+    functions = serving.ServingFunctions(
+        model, display, source.stats, source.config.image_size, source.config.resize_size,
+        ten_crop=ten_crop, top_k=top_k,
+    )  # fmt: skip
+    archive = functions.export_archive()
+    if write_warmup:
+        warmup.warmup_requests(model_name, source.config.image_size)  # Fails early if no extra.
+
+    model_base = os.path.join(export_base, model_name)
+    version = version or next_version(model_base)
+    final = os.path.join(model_base, str(version))
+    if os.path.exists(final):
+        raise FileExistsError(f"{final} already exists; pick another --version or leave it unset.")
+    created = _make_dirs(model_base)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_base)  # Not numeric: ignored.
+    try:
+        archive.write_out(tmp, verbose=False)
+        info = {
+            "checkpoint": os.path.abspath(source.checkpoint),
+            "signatures": list(serving.SIGNATURES),
+            "image_size": functions.image_size,
+            "resize_size": functions.resize_size,
+            "ten_crop": ten_crop,
+            "top_k": functions.top_k,
+            "stats_source": source.stats.source,
+            "config": json.loads(source.config.to_json()),
+        }
+        _write_assets_extra(tmp, display, info)
+        if write_warmup:
+            warmup.write_warmup_file(tmp, model_name, source.config.image_size)
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the model from a server's other user.
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for directory in created:  # Deepest first; only the ones this export made.
+            if os.path.isdir(directory) and not os.listdir(directory):
+                os.rmdir(directory)
+        raise
+    models_config = os.path.join(export_base, MODELS_CONFIG_FILE)
+    _write_atomically(models_config, models_config_text(export_base))
+    batching = os.path.join(export_base, BATCHING_FILE)
+    _write_atomically(batching, BATCHING_PARAMETERS)
+    return ExportResult(
+        path=final, version=version, model_name=model_name, export_base=export_base,
+        models_config=models_config, batching_parameters=batching,
+        commands=serving_commands(export_base, model_name),
+    )  # fmt: skip

@@ -1,0 +1,63 @@
+"""`python -m alexnet_keras.predict`: top-5 of image files from an export, in-process."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from export_helpers import write_images, write_run_dir
+from train_helpers import CLASSES, REPO
+
+from alexnet_keras import export, predict
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    run_dir = write_run_dir(str(tmp_path_factory.mktemp("run")))
+    base = str(tmp_path_factory.mktemp("exports"))
+    return export.export_saved_model(export.resolve_source(run_dir), base, write_warmup=False)
+
+
+def test_predict_files_match_the_signature(exported, tmp_path):
+    paths = write_images(str(tmp_path))
+    predictions = predict.predict_files(os.path.dirname(exported.path), paths, batch_size=2)
+    images = [open(p, "rb").read() for p in paths]
+    out = tf.saved_model.load(exported.path).signatures["serving_default"](
+        image_bytes=tf.constant(images)
+    )
+    assert len(predictions) == 3
+    for i, prediction in enumerate(predictions):
+        assert prediction.ids == tuple(out["top_k_ids"].numpy()[i])
+        assert set(prediction.labels) == set(CLASSES)
+        np.testing.assert_allclose(prediction.scores, out["top_k_scores"].numpy()[i], atol=1e-6)
+
+
+def test_resolve_and_errors(exported, tmp_path):
+    model_base = os.path.dirname(exported.path)
+    assert predict.resolve_saved_model(model_base) == exported.path
+    assert predict.resolve_saved_model(exported.path) == exported.path
+    with pytest.raises(FileNotFoundError, match="No SavedModel"):
+        predict.resolve_saved_model(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        predict.predict_files(model_base, [str(tmp_path / "missing.jpg")])
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    with pytest.raises(ValueError, match=r"notes.jpg: image_bytes\[0\] is not a JPEG"):
+        predict.predict_files(model_base, [str(bad)])
+
+
+def test_cli_prints_top5(exported, tmp_path):
+    paths = write_images(str(tmp_path))
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(
+        [sys.executable, "-m", "alexnet_keras.predict", *paths[:2],
+         f"--saved_model={os.path.dirname(exported.path)}"],
+        capture_output=True, text=True, timeout=180, env=env, cwd=str(tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == paths[0] and lines[5] == paths[1]
+    assert lines[1].startswith("  1. ") and "(class " in lines[1]
+    assert len(lines) == 2 * (1 + len(CLASSES))  # top_k = min(5, classes) = 4 lines each.
