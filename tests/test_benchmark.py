@@ -1,0 +1,29 @@
+"""The benchmark tool runs end to end and reports every documented figure (values unchecked)."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from train_helpers import REPO, run_env
+
+KEYS = {
+    "train_images_per_sec", "train_e2e_images_per_sec", "infer_images_per_sec",
+    "latency_ms_batch1", "savedmodel_latency_ms_batch1", "gemm_gflops",
+    "train_fraction_of_ceiling",
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_benchmark_writes_all_figures(tmp_path):
+    output = tmp_path / "bench.json"
+    command = [sys.executable, "tools/benchmark.py", "--image_size=67", "--batch_size=4",
+               "--steps=1", "--windows=2", "--jpegs=8", f"--json={output}"]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, env=run_env(tmp_path), capture_output=True,
+                            text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(output.read_text())
+    assert KEYS <= set(figures)
+    assert all(math.isfinite(figures[k]) and figures[k] > 0 for k in KEYS)
+    assert "train_fraction_of_ceiling" in result.stdout

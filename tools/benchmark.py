@@ -1,0 +1,217 @@
+"""Measures training and inference speed against the machine's matrix-multiply ceiling.
+
+    python tools/benchmark.py --what=train,infer,serve,input --batch_size=32 --json=bench.json
+
+Every figure is the median of several timed windows after warm-up. Training runs the real
+step (`trainer.compile_alexnet` + Keras `fit`, the code `alexnet_keras.train` runs); the FLOPs
+per image are counted from the model (`alexnet_keras.flops`). Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from alexnet_keras import distribute, flops, pipeline, trainer  # noqa: E402
+from alexnet_keras.config import TrainConfig  # noqa: E402
+
+_WHAT = flags.DEFINE_list("what", ["train", "infer", "serve", "input"], "What to measure.")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Global training/inference batch size.")
+_STEPS = flags.DEFINE_integer("steps", 4, "Steps (or calls) per timed window.", lower_bound=1)
+_WINDOWS = flags.DEFINE_integer("windows", 5, "Timed windows; the median is reported.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 227, "Input size.")
+_PRECISION = flags.DEFINE_enum(
+    "mixed_precision",
+    "none",
+    ["auto", "none", "float16", "bfloat16"],
+    "Compute dtype (as the training flag).",
+)
+_DISTRIBUTION = flags.DEFINE_enum(
+    "distribution", "one_device", ["one_device", "mirrored", "towers"], "As the training flag."
+)
+_DEVICES = flags.DEFINE_list("devices", [], "As the training flag.")
+_LOGICAL = flags.DEFINE_integer("logical_devices", 0, "As the training flag.")
+_JPEGS = flags.DEFINE_integer("jpegs", 256, "Synthetic 500x375 JPEGs for the end-to-end run.")
+_JSON = flags.DEFINE_string("json", None, "Also write the figures to this JSON file.")
+
+
+def _median_rate(times: list[float], items: int) -> float:
+    return items / statistics.median(times)
+
+
+def gemm_gflops(size: int = 2048, repeats: int = 8) -> float:
+    """The machine's float32 matrix-multiply rate: the ceiling the training rate is held to."""
+    a = tf.random.normal((size, size))
+
+    @tf.function
+    def chain(x: tf.Tensor) -> tf.Tensor:
+        for _ in range(repeats):
+            x = tf.matmul(x, a) * (1.0 / size)
+        return x
+
+    chain(a).numpy()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        chain(a).numpy()
+        times.append(time.perf_counter() - start)
+    return 2.0 * size**3 * repeats / statistics.median(times) / 1e9
+
+
+class _StepTimer(keras.callbacks.Callback):
+    """Records the wall time at the end of each training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.stamps = []
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.stamps.append(time.perf_counter())
+
+
+def _fit_rate(model, dataset, batch: int) -> float:  # noqa: ANN001
+    warmup = 3
+    timer = _StepTimer()
+    model.fit(
+        dataset,
+        steps_per_epoch=warmup + _WINDOWS.value * _STEPS.value,
+        verbose=0,
+        callbacks=[timer],
+    )
+    stamps = timer.stamps[warmup - 1 :]
+    windows = [
+        stamps[i + _STEPS.value] - stamps[i]
+        for i in range(0, len(stamps) - 1, _STEPS.value)
+        if i + _STEPS.value < len(stamps)
+    ]
+    return _median_rate(windows, batch * _STEPS.value)
+
+
+def _write_jpegs(directory: str, count: int) -> str:
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        folder = os.path.join(directory, "train", f"class{i % 10}")
+        os.makedirs(folder, exist_ok=True)
+        # Smooth random images compress like photos (noise would make huge, slow JPEGs).
+        small = rng.uniform(0, 255, (24, 32, 3)).astype(np.float32)
+        image = tf.image.resize(small[None], (375, 500), method="bicubic")[0]
+        jpeg = tf.io.encode_jpeg(tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8), quality=90)
+        tf.io.write_file(os.path.join(folder, f"{i}.jpg"), jpeg)
+    return directory
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if _LOGICAL.value:
+        distribute.split_logical_devices(_LOGICAL.value)
+    figures: dict[str, float | str] = {}
+    what = set(_WHAT.value)
+    size, batch = _IMAGE_SIZE.value, _BATCH.value
+    config = TrainConfig(
+        image_size=size,
+        batch_size=batch,
+        distribution=_DISTRIBUTION.value,
+        devices=tuple(_DEVICES.value),
+        mixed_precision=_PRECISION.value,
+        logical_devices=_LOGICAL.value,
+    )
+    strategy, towers = distribute.make_strategy(config.distribution, config.devices)
+    trainer.set_precision(config.mixed_precision)
+    figures["precision"] = trainer.resolve_precision(config.mixed_precision)
+    figures["gemm_gflops"] = gemm_gflops()
+    with strategy.scope():
+        model = trainer.compile_alexnet(config, 1000, towers, strategy.num_replicas_in_sync)
+    train_flops = flops.train_flops_per_image(model)
+    figures["train_gflop_per_image"] = train_flops / 1e9
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-120, 120, (batch, size, size, 3)).astype(np.float32)
+    labels = rng.integers(0, 1000, batch).astype(np.int32)
+    if "train" in what:
+        synthetic = tf.data.Dataset.from_tensors((images, labels)).repeat()
+        rate = _fit_rate(model, synthetic, batch)
+        figures["train_images_per_sec"] = rate
+        figures["train_gflops"] = rate * train_flops / 1e9
+        figures["train_fraction_of_ceiling"] = rate * train_flops / 1e9 / figures["gemm_gflops"]
+    if "input" in what or "train" in what:
+        with tempfile.TemporaryDirectory() as directory:
+            _write_jpegs(directory, _JPEGS.value)
+            source = f"folder:{directory}"
+            jpeg_input = pipeline.build_dataset(
+                source, "train", batch_size=batch, training=True, image_size=size, repeat=True
+            )
+            if "input" in what:
+                iterator = iter(jpeg_input)
+                next(iterator)
+                start = time.perf_counter()
+                for _ in range(_WINDOWS.value * _STEPS.value):
+                    next(iterator)
+                elapsed = time.perf_counter() - start
+                figures["input_images_per_sec"] = batch * _WINDOWS.value * _STEPS.value / elapsed
+            if "train" in what:
+                figures["train_e2e_images_per_sec"] = _fit_rate(model, jpeg_input, batch)
+    if "infer" in what or "serve" in what:
+        _infer(model, images, figures)
+    if "serve" in what:
+        _serve(model, images, figures)
+
+    width = max(len(k) for k in figures)
+    for key, value in figures.items():
+        print(
+            f"{key:<{width}}  {value:.3f}"
+            if isinstance(value, float)
+            else f"{key:<{width}}  {value}"
+        )
+    if _JSON.value:
+        with open(_JSON.value, "w") as f:
+            json.dump(figures, f, indent=2)
+
+
+def _time_calls(fn, x, calls: int) -> float:  # noqa: ANN001
+    fn(x)
+    times = []
+    for _ in range(_WINDOWS.value):
+        start = time.perf_counter()
+        for _ in range(calls):
+            np.asarray(fn(x))
+        times.append((time.perf_counter() - start) / calls)
+    return statistics.median(times)
+
+
+def _infer(model, images: np.ndarray, figures: dict) -> None:  # noqa: ANN001
+    predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    figures["infer_images_per_sec"] = len(images) / _time_calls(predict, images, _STEPS.value)
+    figures["latency_ms_batch1"] = 1000 * _time_calls(predict, images[:1], 4 * _STEPS.value)
+
+
+def _serve(model, images: np.ndarray, figures: dict) -> None:  # noqa: ANN001
+    with tempfile.TemporaryDirectory() as directory:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(
+            "serve",
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec((None, *images.shape[1:]), tf.float32)],
+        )
+        archive.write_out(directory, verbose=False)
+        loaded = tf.saved_model.load(directory)
+        figures["savedmodel_latency_ms_batch1"] = 1000 * _time_calls(
+            loaded.serve, tf.constant(images[:1]), 4 * _STEPS.value
+        )
+
+
+if __name__ == "__main__":
+    app.run(main)
