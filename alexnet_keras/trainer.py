@@ -22,7 +22,7 @@ from absl import logging
 
 from alexnet_keras import callbacks as cb
 from alexnet_keras import datasets as sources
-from alexnet_keras import distribute, evaluation, pipeline, stats
+from alexnet_keras import distribute, evaluation, pipeline, stats, visualize
 from alexnet_keras.config import CONFIG_FILE, TrainConfig
 from alexnet_keras.model import build_alexnet
 from alexnet_keras.optimizer import PaperSGD
@@ -245,6 +245,7 @@ def _run(
         callbacks += [
             keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
             keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq="epoch"),
+            visualize.FilterImageCallback(os.path.join(model_dir, "logs", "filters")),
         ]
     fit_args = dict(
         x=datasets.train,

@@ -1,0 +1,256 @@
+"""What the network learned, as the paper shows it: conv1's kernels (Fig. 3) and training curves.
+
+The filter grid is built with NumPy only, so it is tested pixel for pixel, written as a PNG by
+TensorFlow and sent to TensorBoard at each epoch end (`FilterImageCallback`) without matplotlib.
+Plots that need axes (predictions, neighbours, curves) are in `alexnet_keras.figures`; fc7 nearest
+neighbours (Fig. 4 right) in `alexnet_keras.neighbours`; the command line is `tools/visualize.py`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from alexnet_keras import serving, stats
+from alexnet_keras.callbacks import BEST_FILE, LAST_FILE
+from alexnet_keras.config import TrainConfig, load_config
+
+HISTORY_FILE = "history.csv"
+FILTERS_TAG = "conv1_filters"
+# sqrt(2/3): two of a pixel's three colour directions are chromatic, so an isotropic random
+# kernel (e.g. at initialisation) has this saturation on average.
+RANDOM_KERNEL_SATURATION = math.sqrt(2.0 / 3.0)
+
+
+# --- conv1 filters (Fig. 3)
+def conv1_kernels(model: keras.Model, layer_name: str = "conv1") -> list[np.ndarray]:
+    """conv1's kernels per network column, each [height, width, 3, filters] (Keras HWIO layout).
+
+    A two-column net (`GroupedConv2D`, groups=2) gives two arrays of (11, 11, 3, 48): column 0 and
+    column 1, the paper's GPU 1 and GPU 2. A one-column net gives one (11, 11, 3, 96).
+    """
+    layer = model.get_layer(layer_name)
+    kernels = getattr(layer, "kernels", None) or [layer.kernel]
+    return [np.asarray(keras.ops.convert_to_numpy(k), np.float32) for k in kernels]
+
+
+def normalize_for_display(kernels: np.ndarray) -> np.ndarray:
+    """Each kernel [n, h, w, 3] min-max scaled on its own to [0, 1] (all three channels jointly,
+    so its colours are kept); a constant kernel becomes mid-grey. As cuda-convnet drew Fig. 3."""
+    kernels = np.asarray(kernels, np.float64)
+    low = kernels.min(axis=(1, 2, 3), keepdims=True)
+    span = kernels.max(axis=(1, 2, 3), keepdims=True) - low
+    scaled = np.divide(kernels - low, span, out=np.full_like(kernels, 0.5), where=span > 0)
+    return scaled.astype(np.float32)
+
+
+def kernel_saturation(kernels: np.ndarray) -> np.ndarray:
+    """Colour saturation of each raw kernel [n, h, w, 3] -> [n], in [0, 1].
+
+    Definition: split each kernel W into its grey part (at every pixel, the mean of the R, G and B
+    weights, repeated on all three) and its colour part (the rest, W minus the grey part); the
+    saturation is the colour part's share of the kernel's magnitude, ||W - grey(W)|| / ||W||
+    (Frobenius norms over pixels and channels). It is 0 for a colour-agnostic kernel (equal weight
+    on R, G and B at every pixel: it sees only brightness), 1 for a purely colour-opponent one
+    (e.g. red minus green, blind to brightness), and about sqrt(2/3) = 0.82 for random kernels.
+    It is measured on the raw weights, so it does not depend on the display normalisation.
+    """
+    kernels = np.asarray(kernels, np.float64)
+    grey = kernels.mean(axis=-1, keepdims=True)
+    colour = np.sqrt(((kernels - grey) ** 2).sum(axis=(1, 2, 3)))
+    total = np.sqrt((kernels**2).sum(axis=(1, 2, 3)))
+    return np.divide(colour, total, out=np.zeros_like(total), where=total > 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterGrid:
+    """conv1's kernels tiled as the paper's Fig. 3: one panel per network column, stacked.
+
+    Attributes:
+        image: uint8 [height, width, 3], white background, each kernel upscaled `scale` times.
+        cells: float32 [columns, kernels_per_column, kh, kw, 3], each normalised to [0, 1].
+        saturation: mean `kernel_saturation` of each column's kernels.
+        boxes: per column, the (top, left) pixel of each kernel's cell in `image`.
+        cell_size: a cell's side in pixels (kernel side x scale).
+    """
+
+    image: np.ndarray
+    cells: np.ndarray
+    saturation: tuple[float, ...]
+    boxes: tuple[tuple[tuple[int, int], ...], ...]
+    cell_size: int
+
+
+def filter_grid(
+    kernel_columns: Sequence[np.ndarray],
+    cells_per_row: int = 16,
+    scale: int = 4,
+    border: int = 2,
+    gap: int = 10,
+) -> FilterGrid:
+    """Tiles kernels [kh, kw, 3, n] per column: as Fig. 3, column 0 on top, column 1 below.
+
+    With AlexNet's 2 x 48 kernels and the defaults each column is 3 rows of 16 cells.
+    """
+    if not kernel_columns or any(np.ndim(k) != 4 or np.shape(k)[2] != 3 for k in kernel_columns):
+        shapes = [np.shape(k) for k in kernel_columns]
+        raise ValueError(f"Expected kernels [kh, kw, 3, n] per column. Received: {shapes}")
+    if cells_per_row < 1 or scale < 1 or border < 0 or gap < 0:
+        raise ValueError(
+            "cells_per_row and scale must be >= 1, border and gap >= 0. Received: "
+            f"cells_per_row={cells_per_row}, scale={scale}, border={border}, gap={gap}"
+        )
+    cells = np.stack([normalize_for_display(np.transpose(k, (3, 0, 1, 2))) for k in kernel_columns])
+    saturation = tuple(
+        float(kernel_saturation(np.transpose(k, (3, 0, 1, 2))).mean()) for k in kernel_columns
+    )
+    num_columns, per_column, kh, kw, _ = cells.shape
+    if kh != kw:
+        raise ValueError(f"Expected square kernels. Received: {kh}x{kw}")
+    size = kh * scale
+    pitch = size + border
+    columns_in_row = min(cells_per_row, per_column)
+    rows = math.ceil(per_column / cells_per_row)
+    panel_height = rows * pitch + border
+    height = num_columns * panel_height + (num_columns - 1) * gap
+    image = np.full((height, columns_in_row * pitch + border, 3), 255, np.uint8)
+    boxes = []
+    for c in range(num_columns):
+        column_boxes = []
+        for i in range(per_column):
+            row, col = divmod(i, cells_per_row)
+            top = c * (panel_height + gap) + border + row * pitch
+            left = border + col * pitch
+            big = np.repeat(np.repeat(cells[c, i], scale, axis=0), scale, axis=1)
+            image[top : top + size, left : left + size] = np.round(big * 255).astype(np.uint8)
+            column_boxes.append((top, left))
+        boxes.append(tuple(column_boxes))
+    return FilterGrid(image, cells, saturation, tuple(boxes), size)
+
+
+def model_filter_grid(model: keras.Model, scale: int = 4) -> FilterGrid:
+    """`filter_grid` of a model's conv1 (one panel per column)."""
+    return filter_grid(conv1_kernels(model), scale=scale)
+
+
+def write_png(image: np.ndarray, path: str) -> None:
+    """Writes a uint8 [h, w, 3] array as a lossless PNG (TensorFlow's encoder, no matplotlib)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tf.io.write_file(path, tf.io.encode_png(np.asarray(image, np.uint8)))
+
+
+def format_saturation(saturation: Sequence[float]) -> str:
+    """The per-column saturations as lines a user can check the paper's claim against."""
+    lines = [
+        f"conv1 column {c} (GPU {c + 1}): mean colour saturation {s:.3f}"
+        for c, s in enumerate(saturation)
+    ]
+    lines.append(
+        f"(0 = colour-agnostic, 1 = purely colour-opponent, random kernels ~"
+        f"{RANDOM_KERNEL_SATURATION:.2f}. Paper, Fig. 3: one column mostly colour-agnostic, "
+        "the other colour-specific.)"
+    )
+    return "\n".join(lines)
+
+
+class FilterImageCallback(keras.callbacks.Callback):
+    """Writes conv1's filter grid as a TensorBoard image (and each column's saturation as a
+    scalar) at the end of every `every_n_epochs`-th epoch, so the two columns' specialisation can
+    be watched while training. Step = the 0-based epoch, as Keras's TensorBoard callback uses.
+
+    Args:
+        log_dir: TensorBoard run directory, e.g. `<model_dir>/logs/filters`.
+        every_n_epochs: write every n epochs.
+        scale: upscaling of each 11x11 kernel.
+    """
+
+    def __init__(self, log_dir: str, every_n_epochs: int = 1, scale: int = 4):
+        super().__init__()
+        if every_n_epochs < 1:
+            raise ValueError(f"`every_n_epochs` must be >= 1. Received: {every_n_epochs}")
+        self.log_dir = log_dir
+        self.every_n_epochs = every_n_epochs
+        self.scale = scale
+        self._writer = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if (epoch + 1) % self.every_n_epochs:
+            return
+        grid = model_filter_grid(self.model, self.scale)
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default():
+            description = "conv1 kernels, one panel per column (Fig. 3)"
+            tf.summary.image(FILTERS_TAG, grid.image[None], step=epoch, description=description)
+            for c, value in enumerate(grid.saturation):
+                tf.summary.scalar(f"conv1_saturation/column_{c}", value, step=epoch)
+        self._writer.flush()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+# --- a run directory
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A trained run loaded for inspection: float32 model (no device pins), config, names, stats."""
+
+    model: keras.Model
+    config: TrainConfig
+    class_names: tuple[str, ...]
+    stats: stats.DatasetStats
+
+
+def load_run(model_dir: str, checkpoint: str = "best") -> Run:
+    """Loads `<model_dir>/best.keras` (or last.keras) as serving does, with the run's files."""
+    config = load_config(model_dir)
+    with open(os.path.join(model_dir, "class_names.json")) as f:
+        class_names = tuple(json.load(f))
+    path = os.path.join(model_dir, BEST_FILE if checkpoint == "best" else LAST_FILE)
+    model = serving.load_serving_model(path, config, len(class_names))
+    run_stats = stats.load_stats(os.path.join(model_dir, "stats.json"))
+    return Run(model, config, class_names, run_stats)
+
+
+# --- training curves
+def read_history(path: str) -> dict[str, np.ndarray]:
+    """history.csv (Keras's CSVLogger) as float columns sorted by epoch.
+
+    A resumed run appends; when an epoch appears twice the later row wins. Empty cells are NaN.
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, HISTORY_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"No training history at {path}. Training writes it after the first epoch "
+            "(`python -m alexnet_keras.train --model_dir=...`)."
+        )
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "epoch" not in rows[0]:
+        raise ValueError(f"{path} has no rows or no 'epoch' column; is it a Keras CSVLogger file?")
+    by_epoch = {int(float(row["epoch"])): row for row in rows}
+    epochs = sorted(by_epoch)
+    return {
+        name: np.array([_float(by_epoch[e].get(name)) for e in epochs])
+        for name in rows[0]
+        if name is not None
+    }
+
+
+def _float(value: str | None) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
