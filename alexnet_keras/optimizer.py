@@ -11,6 +11,7 @@ it accumulates in the momentum buffer exactly as in the formula above.
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 
 def is_decayed(variable: keras.Variable) -> bool:
@@ -57,10 +58,25 @@ class PaperSGD(keras.optimizers.SGD):
         self._decayed = [is_decayed(v) for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):  # noqa: ANN001, ANN201
-        if self.coupled_weight_decay and self._decayed[self._get_variable_index(variable)]:
-            decay = keras.ops.cast(self.coupled_weight_decay, gradient.dtype)
-            gradient = gradient + decay * keras.ops.cast(variable, gradient.dtype)
-        super().update_step(gradient, variable, learning_rate)
+        index = self._get_variable_index(variable)
+        gradient = tf.cast(gradient, variable.dtype)
+        if self.coupled_weight_decay and self._decayed[index]:
+            gradient = gradient + tf.cast(self.coupled_weight_decay, variable.dtype) * variable
+        if self.momentum == 0 or self.nesterov:
+            return super().update_step(gradient, variable, learning_rate)
+        # v <- momentum * v - lr * g; w <- w + v as ONE fused kernel: Keras's SGD takes five
+        # elementwise passes over each variable, which for 61M parameters costs ~50 ms a step on
+        # a 2-core CPU (memory-bound), ~5% of the step.
+        momentum = self.momentums[index]
+        tf.raw_ops.ResourceApplyKerasMomentum(
+            var=variable.handle,
+            accum=momentum.value.handle,
+            lr=tf.cast(learning_rate, variable.dtype),
+            grad=gradient,
+            momentum=tf.cast(self.momentum, variable.dtype),
+            use_locking=False,
+            use_nesterov=False,
+        )
 
     def get_config(self) -> dict:
         config = super().get_config()

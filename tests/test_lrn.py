@@ -129,3 +129,29 @@ def test_bad_arguments(kwargs, match):
 def test_channels_not_divisible_by_groups():
     with pytest.raises(ValueError, match="groups=2, input channels=5"):
         LocalResponseNormalization(groups=2)(np.zeros((1, 2, 2, 5), np.float32))
+
+
+@pytest.mark.parametrize(
+    "depth_radius,bias,alpha,beta", [(2, 2.0, 1e-4, 0.75), (1, 1.0, 1e-3, 0.5)]
+)
+def test_equals_tf_lrn_kernel_forward_and_gradient(depth_radius, bias, alpha, beta):
+    """The layer's window-sum implementation against TF's own LRN and LRNGrad kernels."""
+    a = tf.constant(np.random.default_rng(5).uniform(-300, 300, (2, 6, 6, 16)), tf.float32)
+    layer = LocalResponseNormalization(depth_radius, bias, alpha, beta)
+    upstream = tf.constant(np.random.default_rng(6).normal(size=(2, 6, 6, 16)), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(a)
+        ours = layer(a)
+        theirs = tf.nn.local_response_normalization(a, depth_radius, bias, alpha, beta)
+        loss_ours, loss_theirs = tf.reduce_sum(ours * upstream), tf.reduce_sum(theirs * upstream)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        tape.gradient(loss_ours, a).numpy(), tape.gradient(loss_theirs, a).numpy(),
+        rtol=1e-4, atol=1e-7,
+    )  # fmt: skip
+
+
+def test_device_pinned_columns_equal_one_op_columns():
+    a = np.random.default_rng(7).uniform(-300, 300, size=(1, 3, 3, 8)).astype(np.float32)
+    pinned = LocalResponseNormalization(groups=2, devices=["/cpu:0", "/cpu:1"])(a).numpy()
+    np.testing.assert_allclose(pinned, LocalResponseNormalization(groups=2)(a).numpy(), rtol=1e-6)

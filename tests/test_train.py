@@ -68,7 +68,7 @@ def test_towers_places_columns_on_both_devices(tmp_path):
     for op in graph.get_operations():
         per_type.setdefault(op.type, set()).add(op.device.rsplit(":", 1)[-1] if op.device else "")
     assert devices  # The graph was traced.
-    for op_type in ("Conv2D", "LRN", "MaxPool"):
+    for op_type in ("Conv2D", "Rsqrt", "MaxPool"):  # Rsqrt: the LRN columns.
         assert {"0", "1"} <= per_type[op_type], (op_type, per_type[op_type])
 
 
