@@ -117,6 +117,20 @@ class TrainConfig:
             if path is not None and not os.path.exists(path):
                 _fail(name, path, "an existing path")
 
+    def model_kwargs(self) -> dict:
+        """`build_alexnet` arguments for this run (without num_classes and devices), so training,
+        export and the tools build the same network."""
+        return dict(
+            input_shape=(self.image_size, self.image_size, 3),
+            dropout=self.dropout,
+            groups=self.groups,
+            use_lrn=self.use_lrn,
+            kernel_initializer=self.kernel_initializer,
+            bias_initializer=self.bias_initializer,
+            seed=self.seed,
+            input_scale=self.input_scale,
+        )
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 

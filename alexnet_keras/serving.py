@@ -61,14 +61,7 @@ def load_serving_model(checkpoint: str, config: TrainConfig, num_classes: int) -
     policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy("float32")  # Serving computes in float32.
     try:
-        model = build_alexnet(
-            num_classes=num_classes,
-            input_shape=(config.image_size, config.image_size, 3),
-            dropout=config.dropout,
-            groups=config.groups,
-            use_lrn=config.use_lrn,
-            input_scale=config.input_scale,
-        )
+        model = build_alexnet(num_classes=num_classes, **config.model_kwargs())
     finally:
         keras.mixed_precision.set_dtype_policy(policy)
     try:

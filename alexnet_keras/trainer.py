@@ -136,18 +136,7 @@ def compile_alexnet(
 
     Shared with tools/benchmark.py, so the benchmark times exactly the step that training runs.
     """
-    model = build_alexnet(
-        num_classes=num_classes,
-        input_shape=(config.image_size, config.image_size, 3),
-        dropout=config.dropout,
-        groups=config.groups,
-        use_lrn=config.use_lrn,
-        tower_devices=towers,
-        kernel_initializer=config.kernel_initializer,
-        bias_initializer=config.bias_initializer,
-        seed=config.seed,
-        input_scale=config.input_scale,
-    )
+    model = build_alexnet(num_classes=num_classes, tower_devices=towers, **config.model_kwargs())
     optimizer = PaperSGD(config.learning_rate, config.momentum, config.weight_decay)
     model.compile(
         optimizer=optimizer,
