@@ -103,15 +103,14 @@ class TrainConfig:
             _fail("groups", self.groups, "2 with --distribution=towers (one column per device)")
         if self.distribution == "towers" and self.devices and len(self.devices) != 2:
             _fail("devices", ",".join(self.devices), "exactly two devices for towers")
-        if self.distribution in ("mirrored", "towers") and self.devices:
-            if len(set(self.devices)) != len(self.devices):
-                _fail("devices", ",".join(self.devices), "distinct devices")
-            if self.devices and len(self.devices) > 0 and self.batch_size % len(self.devices):
-                _fail(
-                    "batch_size",
-                    self.batch_size,
-                    f"a multiple of the {len(self.devices)} replicas in --devices",
-                )
+        if len(set(self.devices)) != len(self.devices):
+            _fail("devices", ",".join(self.devices), "distinct devices")
+        if self.distribution == "mirrored" and self.devices and self.batch_size % len(self.devices):
+            _fail(
+                "batch_size",
+                self.batch_size,
+                f"a multiple of the {len(self.devices)} replicas in --devices",
+            )
         for name in ("data_dir", "manual_dir", "stats_file"):
             path = getattr(self, name)
             if path is not None and not os.path.exists(path):

@@ -198,3 +198,10 @@ def test_evaluate_command_ten_crop(tmp_path):
     assert (metrics["crops"], metrics["examples"], metrics["split"]) == (10, 12, "test")
     assert metrics["top1_error"] == pytest.approx(1 - metrics["top1_accuracy"])
     assert "top-1 error" in result.stdout
+
+
+def test_towers_has_one_replica_so_any_batch_size_works():
+    config = _parse("--distribution=towers", "--devices=/cpu:0,/cpu:1", "--batch_size=7")
+    assert config.batch_size == 7
+    with pytest.raises(ValueError, match="distinct devices"):
+        _parse("--distribution=mirrored", "--devices=/cpu:0,/cpu:0")
