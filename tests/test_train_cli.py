@@ -104,7 +104,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     try:
         while time.time() < deadline and (_checkpoint_step(model_dir) or 0) < 10:
             assert process.poll() is None, "training ended before it could be killed"
-            time.sleep(0.2)
+            time.sleep(0.05)  # Catch the first checkpoint >= 10, mid-epoch 2.
         killed_at = _checkpoint_step(model_dir)
         process.send_signal(signal.SIGKILL)
     finally:
