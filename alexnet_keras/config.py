@@ -13,7 +13,11 @@ import os
 from alexnet_keras import constants
 
 DEFAULT_MODEL_DIR = os.path.join("runs", "alexnet")  # Where train writes and export reads.
+# The files a training run writes into its model directory, read by evaluate, export and tools.
 CONFIG_FILE = "config.json"
+CLASS_NAMES_FILE = "class_names.json"
+STATS_FILE = "stats.json"
+HISTORY_FILE = "history.csv"
 
 DISTRIBUTIONS = ("auto", "one_device", "mirrored", "towers", "multi_worker")
 MIXED_PRECISIONS = ("auto", "none", "float16", "bfloat16")

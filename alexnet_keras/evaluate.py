@@ -6,6 +6,7 @@ training, and writes the same keys as training's final evaluation.
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -14,9 +15,13 @@ from absl import app, flags  # noqa: E402
 
 from alexnet_keras import callbacks as cb  # noqa: E402
 from alexnet_keras import datasets as sources  # noqa: E402
-from alexnet_keras import evaluation, pipeline, stats  # noqa: E402
-from alexnet_keras.config import DEFAULT_MODEL_DIR, load_config  # noqa: E402
-from alexnet_keras.trainer import STATS_FILE  # noqa: E402
+from alexnet_keras import evaluation, pipeline, serving, stats  # noqa: E402
+from alexnet_keras.config import (  # noqa: E402
+    CLASS_NAMES_FILE,
+    DEFAULT_MODEL_DIR,
+    STATS_FILE,
+    load_config,
+)
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", DEFAULT_MODEL_DIR, "A training run's directory.")
 _TEN_CROP = flags.DEFINE_bool("ten_crop", False, "Average 10 crops (Sec. 4.1), else the centre.")
@@ -32,8 +37,6 @@ _OUTPUT = flags.DEFINE_string("output", None, "Metrics file (default: <model_dir
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments (not flags): {' '.join(argv[1:])}")
-    import keras
-
     config = load_config(_MODEL_DIR.value)
     name = cb.BEST_FILE if _CHECKPOINT.value == "best" else cb.LAST_FILE
     path = os.path.join(_MODEL_DIR.value, name)
@@ -54,7 +57,10 @@ def main(argv: list[str]) -> None:
         manual_dir=manual_dir,
         ten_crop=_TEN_CROP.value,
     )
-    model = keras.saving.load_model(path)
+    with open(os.path.join(_MODEL_DIR.value, CLASS_NAMES_FILE)) as f:
+        num_classes = len(json.load(f))
+    # As export does: rebuilt from the run's config in float32, without the run's device pins.
+    model = serving.load_serving_model(path, config, num_classes)
     metrics = evaluation.evaluate_model(model, dataset, split, steps=_STEPS.value)
     metrics["checkpoint"] = _CHECKPOINT.value
     output = _OUTPUT.value or os.path.join(_MODEL_DIR.value, evaluation.METRICS_FILE)

@@ -24,8 +24,13 @@ from absl import logging
 
 from alexnet_keras import labels, serving, stats, warmup
 from alexnet_keras.callbacks import BEST_FILE, LAST_FILE
-from alexnet_keras.config import CONFIG_FILE, TrainConfig, load_config
-from alexnet_keras.trainer import CLASS_NAMES_FILE, STATS_FILE
+from alexnet_keras.config import (
+    CLASS_NAMES_FILE,
+    CONFIG_FILE,
+    STATS_FILE,
+    TrainConfig,
+    load_config,
+)
 
 DEFAULT_EXPORT_BASE = "exports"
 DEFAULT_MODEL_NAME = "alexnet"

@@ -23,12 +23,16 @@ from absl import logging
 from alexnet_keras import callbacks as cb
 from alexnet_keras import datasets as sources
 from alexnet_keras import distribute, evaluation, pipeline, stats, visualize
-from alexnet_keras.config import CONFIG_FILE, TrainConfig
+from alexnet_keras.config import (
+    CLASS_NAMES_FILE,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    STATS_FILE,
+    TrainConfig,
+)
 from alexnet_keras.model import build_alexnet
 from alexnet_keras.optimizer import PaperSGD
 
-CLASS_NAMES_FILE = "class_names.json"
-STATS_FILE = "stats.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -232,7 +236,7 @@ def _run(
     ]  # fmt: skip
     if chief:
         callbacks += [
-            keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
+            keras.callbacks.CSVLogger(os.path.join(model_dir, HISTORY_FILE), append=True),
             keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq="epoch"),
             visualize.FilterImageCallback(os.path.join(model_dir, "logs", "filters")),
         ]

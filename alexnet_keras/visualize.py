@@ -21,9 +21,14 @@ import tensorflow as tf
 
 from alexnet_keras import serving, stats
 from alexnet_keras.callbacks import BEST_FILE, LAST_FILE
-from alexnet_keras.config import TrainConfig, load_config
+from alexnet_keras.config import (
+    CLASS_NAMES_FILE,
+    HISTORY_FILE,
+    STATS_FILE,
+    TrainConfig,
+    load_config,
+)
 
-HISTORY_FILE = "history.csv"
 FILTERS_TAG = "conv1_filters"
 # sqrt(2/3): two of a pixel's three colour directions are chromatic, so an isotropic random
 # kernel (e.g. at initialisation) has this saturation on average.
@@ -215,11 +220,11 @@ class Run:
 def load_run(model_dir: str, checkpoint: str = "best") -> Run:
     """Loads `<model_dir>/best.keras` (or last.keras) as serving does, with the run's files."""
     config = load_config(model_dir)
-    with open(os.path.join(model_dir, "class_names.json")) as f:
+    with open(os.path.join(model_dir, CLASS_NAMES_FILE)) as f:
         class_names = tuple(json.load(f))
     path = os.path.join(model_dir, BEST_FILE if checkpoint == "best" else LAST_FILE)
     model = serving.load_serving_model(path, config, len(class_names))
-    run_stats = stats.load_stats(os.path.join(model_dir, "stats.json"))
+    run_stats = stats.load_stats(os.path.join(model_dir, STATS_FILE))
     return Run(model, config, class_names, run_stats)
 
 

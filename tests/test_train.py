@@ -60,14 +60,9 @@ def test_towers_places_columns_on_both_devices(tmp_path):
         assert "CPU:0" in model.get_layer(name).kernels[0].value.device
         assert "CPU:1" in model.get_layer(name).kernels[1].value.device
     graph = tf.function(model).get_concrete_function(tf.zeros((1, 67, 67, 3))).graph
-    devices = {
-        op.type: {op.device for op in graph.get_operations() if op.type == op.type}
-        for op in graph.get_operations()
-    }
     per_type = {}
     for op in graph.get_operations():
         per_type.setdefault(op.type, set()).add(op.device.rsplit(":", 1)[-1] if op.device else "")
-    assert devices  # The graph was traced.
     for op_type in ("Conv2D", "Rsqrt", "MaxPool"):  # Rsqrt: the LRN columns.
         assert {"0", "1"} <= per_type[op_type], (op_type, per_type[op_type])
 
