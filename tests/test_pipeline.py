@@ -229,3 +229,38 @@ def test_runs_of_bad_images_and_a_bad_last_image_are_counted():
                 _raw(images, keys), batch_size=8, training=False, image_size=67, strict=True
             )
         )
+
+
+def test_an_endless_dataset_counts_bad_images_without_a_sentinel():
+    from fake_data import corrupt_jpeg_bytes, jpeg_bytes, png_bytes
+
+    good, bad = jpeg_bytes(), corrupt_jpeg_bytes()
+    images = [good, bad, png_bytes(), good, bad]  # The last one is named by the next pass's first.
+    keys = ["a.JPEG", "b.JPEG", "c.JPEG", "d.JPEG", "e.JPEG"]
+    log = pipeline.BadImageLog()
+    ds = pipeline.preprocess_examples(
+        _raw(images, keys),
+        batch_size=3,
+        training=True,
+        repeat=True,
+        shuffle_buffer=0,
+        image_size=67,
+        bad_image_log=log,
+    )
+    labels = np.concatenate([y.numpy() for _, y in ds.take(4)])
+    assert labels.tolist() == [0, 2, 3] * 4
+    assert log.keys() == ["b.JPEG", "e.JPEG"]
+
+
+def test_strict_mode_names_the_bad_file_wherever_the_shuffle_puts_it():
+    # A parallel batch keeps pulling after the first error; the name must not drift to a good file.
+    from fake_data import corrupt_jpeg_bytes, jpeg_bytes
+
+    images = [jpeg_bytes(seed=i) for i in range(6)] + [corrupt_jpeg_bytes()]
+    keys = [f"good_{i}.JPEG" for i in range(6)] + ["bad.JPEG"]
+    for _ in range(25):
+        ds = pipeline.preprocess_examples(
+            _raw(images, keys), batch_size=2, training=True, image_size=67, strict=True
+        )
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[bad.JPEG\]"):
+            _collect(ds)

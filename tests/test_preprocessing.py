@@ -38,6 +38,7 @@ CASES = {
     "center_crop": (lambda x: pp.center_crop(x, 227), IMAGE),
     "ten_crops": (lambda x: pp.ten_crops(x, 227), IMAGE[:256, :256]),
     "normalize": (lambda x: pp.normalize(x, STATS), IMAGE),
+    "add_per_channel": (lambda x: pp.add_per_channel(x, [1.5, -2.0, 3.25]), IMAGE),
     "eval": (lambda x: pp.preprocess_for_eval(x, STATS), IMAGE),
     "eval_ten_crop": (lambda x: pp.preprocess_for_eval(x, STATS, ten_crop=True), IMAGE),
     "train_decoded": (lambda x: augment.preprocess_for_train(x, STATS, seed=SEED), IMAGE),
@@ -56,6 +57,17 @@ CASES = {
 def test_eager_equals_dataset_map(name):
     fn, arg = CASES[name]
     np.testing.assert_allclose(_eager(fn, arg), _in_map(fn, arg), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 3), (2, 5, 7, 3), (4, 6, 1)])
+def test_add_per_channel_is_a_broadcast_add(shape):
+    image = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+    shift = np.array([-7.5, 2.0, 0.25][: shape[-1]], np.float32)
+    expected = image + shift
+    np.testing.assert_array_equal(pp.add_per_channel(image, shift), expected)
+    unknown = tf.TensorSpec([None] * len(shape), tf.float32)  # Dynamic shapes, as in tf.data.
+    traced = tf.function(lambda x: pp.add_per_channel(x, shift), input_signature=[unknown])
+    np.testing.assert_array_equal(traced(image), expected)
 
 
 def test_decode_grayscale_and_png_named_anything():
