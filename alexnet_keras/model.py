@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import keras
 
 from alexnet_keras import constants
-from alexnet_keras.layers import GroupedConv2D, GroupedMaxPool2D, LocalResponseNormalization
+from alexnet_keras.layers import Dense, GroupedConv2D, GroupedMaxPool2D, LocalResponseNormalization
 
 # Layer names are part of the checkpoint and serving contract: keep them stable.
 LAYER_NAMES = (
@@ -150,10 +150,10 @@ def build_alexnet(
     x = conv("conv5", 256, 3)(x)
     x = pool("pool5")(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(4096, activation="relu", name="fc6", **init("fc6"))(x)
+    x = Dense(4096, activation="relu", name="fc6", **init("fc6"))(x)
     x = keras.layers.Dropout(dropout, name="drop6")(x)
-    x = keras.layers.Dense(4096, activation="relu", name="fc7", **init("fc7"))(x)
+    x = Dense(4096, activation="relu", name="fc7", **init("fc7"))(x)
     x = keras.layers.Dropout(dropout, name="drop7")(x)
     # Logits in float32 even under a mixed-precision policy, so the softmax and loss are stable.
-    logits = keras.layers.Dense(num_classes, name="fc8", dtype="float32", **init("fc8"))(x)
+    logits = Dense(num_classes, name="fc8", dtype="float32", **init("fc8"))(x)
     return keras.Model(images, logits, name=name)

@@ -63,7 +63,7 @@ def test_towers_places_columns_on_both_devices(tmp_path):
     per_type = {}
     for op in graph.get_operations():
         per_type.setdefault(op.type, set()).add(op.device.rsplit(":", 1)[-1] if op.device else "")
-    for op_type in ("Conv2D", "Rsqrt", "MaxPool"):  # Rsqrt: the LRN columns.
+    for op_type in ("Conv2D", "Square", "MaxPool"):  # Square: the LRN columns.
         assert {"0", "1"} <= per_type[op_type], (op_type, per_type[op_type])
 
 

@@ -1,11 +1,12 @@
-"""AlexNet's non-standard layers: LRN and column-split (grouped) convolution and pooling.
+"""AlexNet's non-standard layers: LRN, column-split (grouped) convolution and pooling, and fc.
 
 Each optionally splits its work into `groups` columns pinned to `devices`, which is how the
 paper's two GPUs each hold one column of the network (Sec. 3.2).
 """
 
+from alexnet_keras.layers.dense import Dense
 from alexnet_keras.layers.grouped_conv import GroupedConv2D
 from alexnet_keras.layers.grouped_pool import GroupedMaxPool2D
 from alexnet_keras.layers.lrn import LocalResponseNormalization
 
-__all__ = ["GroupedConv2D", "GroupedMaxPool2D", "LocalResponseNormalization"]
+__all__ = ["Dense", "GroupedConv2D", "GroupedMaxPool2D", "LocalResponseNormalization"]

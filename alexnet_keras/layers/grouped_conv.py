@@ -19,7 +19,8 @@ class GroupedConv2D(keras.layers.Layer):
     sees all input channels and computes its share of the filters (as the paper's conv1 and conv3,
     whose two GPU halves read the whole input). Either way each group owns its own kernel and bias
     variables, so `devices` can place a group's weights and ops on its own device (the paper's
-    two-GPU layout, Sec. 3.2). With `groups=1` this is `keras.layers.Conv2D`.
+    two-GPU layout, Sec. 3.2). Without `devices` the columns run as one (grouped) convolution.
+    With `groups=1` this is `keras.layers.Conv2D`.
 
     Why not `keras.layers.Conv2D(groups=...)`: Keras 3 forces XLA on grouped convolutions, and on
     CPU that trains about 7x slower for conv2's shape (1,464 ms vs ~200 ms a step, measured).
@@ -133,6 +134,8 @@ class GroupedConv2D(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        if not self.devices:
+            return self._one_op(inputs)
         parts = columns.split_channels(inputs, self.groups) if self.split_input else None
         outputs = []
         for g in range(self.groups):
@@ -150,6 +153,16 @@ class GroupedConv2D(keras.layers.Layer):
                     y = self.activation(y)  # Elementwise: applying it per group keeps it on-device.
                 outputs.append(y)
         return outputs[0] if self.groups == 1 else tf.concat(outputs, axis=-1)
+
+    def _one_op(self, inputs: tf.Tensor) -> tf.Tensor:
+        """All columns in one convolution: TF's grouped convolution (the kernel reads C/groups
+        channels) for split_input, else one convolution with every column's filters. Same result
+        as the per-column ops, without their channel split and concat (~4% of a CPU step)."""
+        kernel = tf.concat([tf.cast(k, inputs.dtype) for k in self.kernels], axis=-1)
+        y = tf.nn.conv2d(inputs, kernel, strides=self.strides, padding=self.padding.upper())
+        if self.use_bias:
+            y = tf.nn.bias_add(y, tf.concat([tf.cast(b, y.dtype) for b in self.biases], axis=0))
+        return y if self.activation is None else self.activation(y)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         height = columns.conv_output_length(
