@@ -19,7 +19,8 @@ KEYS = {
 def test_benchmark_writes_all_figures(tmp_path):
     output = tmp_path / "bench.json"
     command = [sys.executable, "tools/benchmark.py", "--image_size=67", "--batch_size=4",
-               "--steps=1", "--windows=2", "--jpegs=8", f"--json={output}"]  # fmt: skip
+               "--infer_batch_size=2", "--steps=1", "--windows=2", "--jpegs=8",
+               f"--json={output}"]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, env=run_env(tmp_path), capture_output=True,
                             text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

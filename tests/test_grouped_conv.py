@@ -22,12 +22,16 @@ def reference_grouped_conv(x, kernels, biases, strides, padding):
     return tf.concat(outs, axis=-1)
 
 
+@pytest.mark.parametrize("pinned", [False, True])  # One grouped op, or one op per device.
 @pytest.mark.parametrize("groups", [1, 2, 4])
 @pytest.mark.parametrize("kernel,strides,padding", ALEXNET_CONVS)
-def test_matches_per_group_conv_forward_and_gradients(groups, kernel, strides, padding):
+def test_matches_per_group_conv_forward_and_gradients(groups, kernel, strides, padding, pinned):
     rng = np.random.default_rng(groups * 100 + kernel)
     x = tf.constant(rng.normal(size=(2, 23, 23, 8)), tf.float32)
-    layer = GroupedConv2D(16, kernel, strides=strides, padding=padding, groups=groups)
+    devices = [f"/cpu:{g % 2}" for g in range(groups)] if pinned else None
+    layer = GroupedConv2D(
+        16, kernel, strides=strides, padding=padding, groups=groups, devices=devices
+    )
     layer.build(x.shape)
     for v in layer.weights:
         v.assign(rng.normal(size=v.shape).astype(np.float32))
@@ -133,9 +137,10 @@ def test_devices_pin_each_group():
     assert "CPU:1" in layer.kernels[1].value.device
 
 
-def test_max_pool_groups_equal_keras_pool():
+@pytest.mark.parametrize("devices", [None, ["/cpu:0", "/cpu:1"]])
+def test_max_pool_groups_equal_keras_pool(devices):
     x = np.random.default_rng(4).normal(size=(2, 13, 13, 8)).astype(np.float32)
-    ours = GroupedMaxPool2D(3, 2, groups=2, devices=["/cpu:0", "/cpu:1"])
+    ours = GroupedMaxPool2D(3, 2, groups=2, devices=devices)
     np.testing.assert_array_equal(ours(x).numpy(), keras.layers.MaxPooling2D(3, 2)(x).numpy())
     assert ours.compute_output_shape((None, 13, 13, 8)) == (None, 6, 6, 8)
     assert GroupedMaxPool2D.from_config(ours.get_config()).get_config() == ours.get_config()

@@ -1,0 +1,46 @@
+"""layers.Dense against keras.layers.Dense: same outputs, gradients, config and weights."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_keras.layers import Dense
+
+
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_matches_keras_dense_forward_and_gradients(activation):
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(5, 37)), tf.float32)
+    ours, ref = Dense(11, activation=activation), keras.layers.Dense(11, activation=activation)
+    ours.build(x.shape), ref.build(x.shape)
+    for a, b in zip(ours.weights, ref.weights):
+        value = rng.normal(size=a.shape).astype(np.float32)
+        a.assign(value), b.assign(value)
+    upstream = tf.constant(rng.normal(size=(5, 11)), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        loss_ours = tf.reduce_sum(ours(x) * upstream)
+        loss_ref = tf.reduce_sum(ref(x) * upstream)
+    np.testing.assert_allclose(loss_ours.numpy(), loss_ref.numpy(), rtol=1e-5)
+    for g_ours, g_ref in zip(
+        tape.gradient(loss_ours, [x, *ours.trainable_weights]),
+        tape.gradient(loss_ref, [x, *ref.trainable_weights]),
+    ):
+        np.testing.assert_allclose(g_ours.numpy(), g_ref.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_policy_computes_in_bfloat16_with_float32_weights():
+    layer = Dense(4, dtype="mixed_bfloat16")
+    out = layer(tf.ones((2, 3)))
+    assert out.dtype == tf.bfloat16 and layer.kernel.dtype == "float32"
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.cast(layer(tf.ones((2, 3))), tf.float32))
+    assert all(g.dtype == tf.float32 for g in tape.gradient(loss, layer.trainable_weights))
+
+
+def test_config_round_trip_and_rank_check():
+    layer = Dense(7, activation="relu", name="fc6")
+    assert Dense.from_config(layer.get_config()).get_config() == layer.get_config()
+    with pytest.raises(ValueError, match="2D inputs"):
+        Dense(3)(tf.zeros((2, 4, 5)))
