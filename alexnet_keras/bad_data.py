@@ -14,6 +14,7 @@ dataset guard cost ~20% of throughput. PNGs named .JPEG decode normally (`decode
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import tensorflow as tf
@@ -61,6 +62,7 @@ def bad_images() -> BadImageLog:
 
 
 _START_KEY = "<start of data>"
+_IN_FLIGHT_PER_CORE = 4
 _END_KEY = "<end of data>"
 
 
@@ -137,6 +139,11 @@ def _raise_on_gap(
         return tf.nest.map_structure(tf.identity, payload)
 
 
+def _cores() -> int:
+    """CPUs this process may run on (the container's share, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _not_sentinel(is_sentinel: tf.Tensor, result: tuple) -> tf.Tensor:
     return tf.logical_not(is_sentinel)
 
@@ -167,6 +174,8 @@ def guarded_map(
             result = (tf.equal(example["key"], _END_KEY), result)
         return index, previous_key, result
 
-    ds = ds.map(numbered, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # In-order delivery stalls behind a slow (large) image: AUTOTUNE kept ~1 of 2 cores busy on
+    # photos of mixed sizes (62% of raw decode vs 79-82% with 2-4 calls in flight per core).
+    ds = ds.map(numbered, num_parallel_calls=_IN_FLIGHT_PER_CORE * _cores(), deterministic=True)
     ds = _count_gaps(ds.ignore_errors(), bad_log, strict)
     return ds.filter(_not_sentinel).map(_drop_sentinel_flag) if finite else ds
