@@ -169,7 +169,9 @@ class ServingFunctions:
         """predict_images: cropped 0..255 RGB pixels -> outputs (mean subtracted here)."""
         checks = [self._check_images_shape(images), _check_batch(images, IMAGES_INPUT)]
         with tf.control_dependencies(checks):
-            images = tf.cast(images, tf.float32)
+            # identity: for float32 input the cast adds no op, and the checks would be dropped,
+            # racing the preprocessing's own (unnamed) shape error.
+            images = tf.identity(tf.cast(images, tf.float32))
         normalized = tf.map_fn(
             lambda image: preprocessing.normalize(image, self.stats, resize_size=self.resize_size),
             images,

@@ -209,6 +209,26 @@ def test_bad_inputs_name_the_input(loaded):
         images(images=tf.zeros([1, SIZE, SIZE, 3], tf.uint8))  # predict_images_uint8 takes these.
 
 
+def test_image_checks_gate_the_preprocessing(reference_model):
+    """For float32 input the cast is no op; the named checks must still run before the map (they
+    raced it, and the map's unnamed shape error sometimes won)."""
+    functions = serving.ServingFunctions(reference_model, CLASSES, STATS, SIZE)
+    spec = tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)
+    graph = tf.function(functions.serve_images).get_concrete_function(spec).graph
+
+    unstacks = [op for op in graph.get_operations() if op.type == "TensorListFromTensor"]
+    assert unstacks
+    for op in unstacks:
+        seen, stack = set(), [op]
+        while stack:
+            current = stack.pop()
+            for parent in [t.op for t in current.inputs] + list(current.control_inputs):
+                if parent not in seen:
+                    seen.add(parent)
+                    stack.append(parent)
+        assert "Assert" in {parent.type for parent in seen}
+
+
 def test_tf1_session_feed_of_wrong_shape_names_the_input(trained):
     """The Python session checks feeds against the signature (TF Serving's C++ session does not;
     there the in-graph check of test_bad_inputs_name_the_input answers)."""
