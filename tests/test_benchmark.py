@@ -20,7 +20,7 @@ def test_benchmark_writes_all_figures(tmp_path):
     output = tmp_path / "bench.json"
     command = [sys.executable, "tools/benchmark.py", "--image_size=67", "--batch_size=4",
                "--infer_batch_size=2", "--steps=1", "--windows=2", "--jpegs=8",
-               f"--json={output}"]  # fmt: skip
+               f"--json={output}", f"--profile_dir={tmp_path / 'profile'}"]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, env=run_env(tmp_path), capture_output=True,
                             text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -28,3 +28,7 @@ def test_benchmark_writes_all_figures(tmp_path):
     assert KEYS <= set(figures)
     assert all(math.isfinite(figures[k]) and figures[k] > 0 for k in KEYS)
     assert "train_fraction_of_ceiling" in result.stdout
+    # The profiler summary names the layers and op types the traced steps spent their time in.
+    assert "Op time per step by layer" in result.stdout and "conv2 " in result.stdout
+    assert "Conv2DBackpropFilter" in result.stdout
+    assert list((tmp_path / "profile").rglob("*.xplane.pb"))

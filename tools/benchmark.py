@@ -9,8 +9,11 @@ per image are counted from the model (`alexnet_keras.flops`). Prints figures; as
 
 from __future__ import annotations
 
+import collections
+import glob
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -49,6 +52,12 @@ _LOGICAL = flags.DEFINE_integer("logical_devices", 0, "As the training flag.")
 _JIT = flags.DEFINE_bool("jit_compile", False, "XLA, as the training flag.")
 _JPEGS = flags.DEFINE_integer("jpegs", 256, "Synthetic 500x375 JPEGs for the end-to-end run.")
 _JSON = flags.DEFINE_string("json", None, "Also write the figures to this JSON file.")
+_PROFILE_DIR = flags.DEFINE_string(
+    "profile_dir",
+    None,
+    "Also trace --steps training steps with the TF profiler into this directory (TensorBoard's "
+    "Profile tab) and print where their time went, per layer and per op type.",
+)
 
 
 def _median_rate(times: list[float], items: int) -> float:
@@ -103,6 +112,46 @@ def _fit_rate(model, dataset, batch: int) -> float:  # noqa: ANN001
     return _median_rate(windows, batch * _STEPS.value)
 
 
+def _profile(model, dataset, logdir: str) -> None:  # noqa: ANN001
+    """Traces --steps training steps and prints the op time per layer and per op type.
+
+    Times are summed over TF's inter-op threads (ops running side by side both count), so the
+    shares, not the totals, are the figures to read; under the profiler a step runs slower.
+    """
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    tf.profiler.experimental.start(logdir)
+    model.fit(dataset, steps_per_epoch=_STEPS.value, verbose=0)
+    tf.profiler.experimental.stop()
+    paths = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+    space = xplane_pb2.XSpace()
+    with open(max(paths, key=os.path.getmtime), "rb") as f:
+        space.ParseFromString(f.read())
+    per_layer, per_type = collections.Counter(), collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name  # "scope/op:OpType"
+                if name.startswith("CpuExecutable::"):  # XLA: the fused update and LRN forward.
+                    op_name, op_type = "", "XLA executable"
+                elif ":" not in name or "::" in name:  # The executor's own spans enclose ops.
+                    continue
+                else:
+                    op_name, op_type = name.rsplit(":", 1)
+                layer = re.search(r"/(conv\d|lrn\d|pool\d|fc\d|drop\d)[_/]", op_name)
+                milliseconds = event.duration_ps / 1e9 / _STEPS.value
+                key = layer.group(1) if layer else "other (optimizer, loss, custom grads)"
+                per_layer[key] += milliseconds
+                per_type[op_type] += milliseconds
+    for title, counter, rows in (("layer", per_layer, None), ("op type", per_type, 15)):
+        total = sum(counter.values())
+        print(f"Op time per step by {title} (trace in {logdir}):")
+        for key, value in counter.most_common(rows):
+            print(f"  {key:<40s} {value:8.1f} ms  {100 * value / total:5.1f}%")
+
+
 def _write_jpegs(directory: str, count: int) -> str:
     rng = np.random.default_rng(0)
     for i in range(count):
@@ -151,6 +200,8 @@ def main(argv: list[str]) -> None:
         figures["train_images_per_sec"] = rate
         figures["train_gflops"] = rate * train_flops / 1e9
         figures["train_fraction_of_ceiling"] = rate * train_flops / 1e9 / figures["gemm_gflops"]
+        if _PROFILE_DIR.value:
+            _profile(model, synthetic, _PROFILE_DIR.value)
     if "input" in what or "train" in what:
         with tempfile.TemporaryDirectory() as directory:
             _write_jpegs(directory, _JPEGS.value)
