@@ -139,7 +139,7 @@ class GroupedConv2D(keras.layers.Layer):
         parts = columns.split_channels(inputs, self.groups) if self.split_input else None
         outputs = []
         for g in range(self.groups):
-            with tf.device(self.devices[g] if self.devices else None):
+            with tf.device(self.devices[g]):
                 x = parts[g] if parts is not None else inputs
                 y = tf.nn.conv2d(
                     x,

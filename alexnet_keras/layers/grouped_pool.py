@@ -67,7 +67,7 @@ class GroupedMaxPool2D(keras.layers.Layer):
             return tf.nn.max_pool2d(inputs, self.pool_size, self.strides, self.padding.upper())
         outputs = []
         for g, column in enumerate(columns.split_channels(inputs, self.groups)):
-            with tf.device(self.devices[g] if self.devices else None):
+            with tf.device(self.devices[g]):
                 outputs.append(
                     tf.nn.max_pool2d(column, self.pool_size, self.strides, self.padding.upper())
                 )
