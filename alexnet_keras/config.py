@@ -13,12 +13,6 @@ import os
 from alexnet_keras import constants
 
 DEFAULT_MODEL_DIR = os.path.join("runs", "alexnet")  # Where train writes and export reads.
-# The files a training run writes into its model directory, read by evaluate, export and tools.
-CONFIG_FILE = "config.json"
-CLASS_NAMES_FILE = "class_names.json"
-STATS_FILE = "stats.json"
-HISTORY_FILE = "history.csv"
-
 DISTRIBUTIONS = ("auto", "one_device", "mirrored", "towers", "multi_worker")
 MIXED_PRECISIONS = ("auto", "none", "float16", "bfloat16")
 LR_SCHEDULES = ("plateau", "step", "constant")
@@ -145,18 +139,6 @@ class TrainConfig:
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)
-
-
-def load_config(model_dir: str) -> TrainConfig:
-    """The configuration a training run wrote into its model directory."""
-    path = os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"No training run in --model_dir={model_dir}: {path} does not exist. Train first with "
-            "`python -m alexnet_keras.train --model_dir=...`."
-        )
-    with open(path) as f:
-        return TrainConfig.from_json(f.read())
 
 
 def _fail(name: str, value: object, expected: str) -> None:

@@ -9,7 +9,7 @@ import tensorflow as tf
 from fake_data import encode, smooth_image
 from train_helpers import CLASSES, SIZE, tiny_config
 
-from alexnet_keras import preprocessing, stats
+from alexnet_keras.data import pixels, preprocessing, stats
 from alexnet_keras.model import build_alexnet
 
 STATS = stats.DatasetStats(
@@ -65,7 +65,7 @@ def reference_probabilities(model, data_stats, images, image_size=SIZE, ten_crop
     """What the in-memory model gives for encoded images with the shared eval preprocessing."""
     results = []
     for data in images:
-        image = preprocessing.decode_image(tf.constant(data))
+        image = pixels.decode_image(tf.constant(data))
         x = preprocessing.preprocess_for_eval(image, data_stats, image_size, ten_crop=ten_crop)
         x = x if ten_crop else x[None]
         probabilities = keras.ops.softmax(model(x, training=False)).numpy()

@@ -118,7 +118,7 @@ def write_image_folder(root: str, bad: bool = False) -> None:
 
 def prepare_imagenet(root: str, bad: bool = True) -> tuple[str, str]:
     """Writes the miniature tars under root/manual and prepares TFDS's imagenet2012 in root/tfds."""
-    from alexnet_keras import datasets
+    from alexnet_keras.data import sources as datasets
 
     manual_dir, data_dir = os.path.join(root, "manual"), os.path.join(root, "tfds")
     write_imagenet_tars(manual_dir, bad=bad)

@@ -14,7 +14,7 @@ from fake_data import (
     write_image_folder,
 )
 
-from alexnet_keras import datasets
+from alexnet_keras.data import sources as datasets
 
 
 @pytest.fixture(scope="module")
@@ -131,18 +131,12 @@ def test_unknown_dataset_name():
         datasets.dataset_info("no_such_dataset")
 
 
-def test_compute_stats_tool_on_tiny_fashion_mnist(tmp_path, monkeypatch):
-    import importlib.util
+def test_compute_stats_on_tiny_fashion_mnist(tmp_path, monkeypatch):
+    from alexnet_keras.data import stats
 
-    from alexnet_keras import stats
-
-    path = os.path.join(os.path.dirname(__file__), "..", "tools", "compute_stats.py")
-    spec = importlib.util.spec_from_file_location("compute_stats", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     arrays = write_fashion_mnist(str(tmp_path))
     monkeypatch.setenv(datasets.FASHION_MNIST_ENV, str(tmp_path))
-    result = tool.compute_stats("fashion_mnist", image_size=67, mean_image_size=4)
+    result = stats.compute_dataset_stats("fashion_mnist", image_size=67, mean_image_size=4)
     images = arrays["train"][0].astype(np.float64)
     assert result.num_images == 12
     # Bilinear upsampling preserves the mean up to edge effects; gray -> equal channels.

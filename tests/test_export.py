@@ -13,8 +13,10 @@ import tensorflow as tf
 from export_helpers import STATS, reference_probabilities, sample_images, write_run_dir
 from train_helpers import CLASSES, REPO, SIZE, tiny_config, tiny_datasets
 
-from alexnet_keras import export, serving, warmup
-from alexnet_keras.trainer import run
+from alexnet_keras.run_dir import load_inference_model
+from alexnet_keras.serving import export, warmup
+from alexnet_keras.serving import signatures as serving
+from alexnet_keras.training.trainer import run
 
 OUTPUTS = sorted(serving.OUTPUTS)
 OUTPUT_DTYPES = {
@@ -49,7 +51,7 @@ def loaded(trained):
 @pytest.fixture(scope="module")
 def reference_model(trained):
     source = export.resolve_source(trained[0])
-    return serving.load_serving_model(source.checkpoint, source.config, len(CLASSES))
+    return load_inference_model(source.checkpoint, source.config, len(CLASSES))
 
 
 def test_layout_configs_and_commands(trained):
@@ -117,12 +119,12 @@ def test_serving_default_equals_in_memory_model(loaded, reference_model, trained
 
 def test_predict_images_equal_serving_default(loaded, trained):
     """Centre crops sent as pixels give what the same images give as bytes (float and uint8)."""
-    from alexnet_keras import preprocessing
+    from alexnet_keras.data import geometry, pixels
 
     images = sample_images()
     crops = [
-        preprocessing.center_crop(
-            preprocessing.resize_shorter_and_center_crop(preprocessing.decode_image(data), 76), SIZE
+        geometry.center_crop(
+            geometry.resize_shorter_and_center_crop(pixels.decode_image(data), 76), SIZE
         )
         for data in images
     ]
@@ -300,7 +302,7 @@ def test_keras_file_and_ten_crop_export(tmp_path):
     outputs = tf.saved_model.load(result.path).signatures["serving_default"](
         image_bytes=tf.constant(sample_images()[:2])
     )
-    model = serving.load_serving_model(keras_file, source.config, len(CLASSES))
+    model = load_inference_model(keras_file, source.config, len(CLASSES))
     expected = reference_probabilities(model, STATS, sample_images()[:2], ten_crop=True)
     np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-5)
     assert outputs["top_k_ids"].shape == (2, 2)
@@ -313,7 +315,8 @@ def test_bare_cli_exports_the_default_run(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     missing = subprocess.run([sys.executable, tool], capture_output=True, text=True,
                              timeout=180, cwd=str(tmp_path), env=env)  # fmt: skip
-    assert missing.returncode == 1 and "runs/alexnet/config.json" in missing.stderr
+    assert missing.returncode == 2 and "runs/alexnet/config.json" in missing.stderr
+    assert missing.stderr.count("\n") == 1, missing.stderr  # One line, no traceback.
     assert not (tmp_path / "exports").exists()
     write_run_dir(str(tmp_path / "runs" / "alexnet"))
     done = subprocess.run([sys.executable, tool, "--nowarmup"], capture_output=True, text=True,

@@ -4,7 +4,7 @@ import importlib.resources
 
 import pytest
 
-from alexnet_keras import labels
+from alexnet_keras.data import labels
 
 # Real data.noun lines (WordNet 3.0), shortened after the word list.
 DATA_NOUN = [

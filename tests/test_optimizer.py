@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_keras.optimizer import PaperSGD
+from alexnet_keras.training.optimizer import PaperSGD
 
 
 def numpy_paper_steps(w, grads, lr, momentum, decay):

@@ -14,7 +14,8 @@ from fake_data import (
     write_image_folder,
 )
 
-from alexnet_keras import datasets, pipeline
+from alexnet_keras.data import pipeline
+from alexnet_keras.data import sources as datasets
 
 
 @pytest.fixture(scope="module")

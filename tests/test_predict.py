@@ -10,7 +10,7 @@ import tensorflow as tf
 from export_helpers import write_images, write_run_dir
 from train_helpers import CLASSES, REPO
 
-from alexnet_keras import export, predict
+from alexnet_keras.serving import export, predict
 
 
 @pytest.fixture(scope="module")

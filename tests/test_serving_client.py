@@ -16,8 +16,7 @@ from serving_fakes import FakeGrpcServer, FakeRestServer, Servable, free_port
 from tensorflow_serving.apis import predict_pb2
 from train_helpers import CLASSES, REPO
 
-from alexnet_keras import export
-from alexnet_keras import serving_client as client
+from alexnet_keras.serving import client, export
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +161,8 @@ def test_cli_against_fake_rest_server(servable, tmp_path):
         )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "AVAILABLE" in done.stdout and str(path) in done.stdout and "1. " in done.stdout
-    assert refused.returncode == 1 and "Cannot connect" in refused.stderr
+    assert refused.returncode == 2 and "Cannot connect" in refused.stderr
+    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 from train_helpers import tiny_arrays, tiny_config, tiny_datasets
 
-from alexnet_keras import callbacks as cb
-from alexnet_keras.trainer import Datasets, run
+from alexnet_keras.training import callbacks as cb
+from alexnet_keras.training.trainer import Datasets, run
 
 METRIC_KEYS = {"top1_error", "top5_error", "top1_accuracy", "top5_accuracy", "examples", "crops"}
 
@@ -116,7 +116,7 @@ def test_plateau_drops(errors, patience, max_drops, expected):
 def test_learning_rate_controller_recomputes_rate_after_resume(tmp_path):
     import keras
 
-    from alexnet_keras.optimizer import PaperSGD
+    from alexnet_keras.training.optimizer import PaperSGD
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(PaperSGD(0.01), "mse")
@@ -139,7 +139,7 @@ def test_learning_rate_controller_recomputes_rate_after_resume(tmp_path):
 
 
 def test_auto_precision_follows_the_cpu(monkeypatch):
-    from alexnet_keras import trainer
+    from alexnet_keras.training import precision as trainer
 
     monkeypatch.setattr(trainer, "cpu_has_native_bfloat16", lambda: True)
     assert trainer.resolve_precision("auto") == "bfloat16"

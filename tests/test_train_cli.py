@@ -13,7 +13,7 @@ import tensorflow as tf
 from absl import flags
 from train_helpers import REPO, run_env, run_train, train_command, write_tiny_fashion_mnist
 
-from alexnet_keras.train import config_from_flags, define_flags
+from alexnet_keras.cli.train import config_from_flags, define_flags
 
 
 def _parse(*args):

@@ -15,10 +15,15 @@ from export_helpers import write_images
 from PIL import Image
 from train_helpers import REPO, SIZE, run_env, tiny_arrays, tiny_config, tiny_datasets, write_idx
 
-from alexnet_keras import export, figures, predict, visualize
-from alexnet_keras import neighbours as nn
+from alexnet_keras import filter_grid
 from alexnet_keras.model import build_alexnet
-from alexnet_keras.trainer import run
+from alexnet_keras.pictures import figures
+from alexnet_keras.pictures import filters as pictures
+from alexnet_keras.pictures import neighbours as nn
+from alexnet_keras.run_dir import load_run, read_history
+from alexnet_keras.serving import export, predict
+from alexnet_keras.training import callbacks as cb
+from alexnet_keras.training.trainer import run
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +67,7 @@ def random_columns(seed=0, n=48):
 
 def test_filter_grid_has_two_columns_of_48_cells():
     columns = random_columns()
-    grid = visualize.filter_grid(columns, scale=3)
+    grid = filter_grid.filter_grid(columns, scale=3)
     assert grid.cells.shape == (2, 48, 11, 11, 3)
     assert [len(boxes) for boxes in grid.boxes] == [48, 48]
     assert grid.cell_size == 33
@@ -81,7 +86,7 @@ def test_filter_grid_has_two_columns_of_48_cells():
 
 def test_filter_grid_rejects_wrong_shapes():
     with pytest.raises(ValueError, match=r"\[kh, kw, 3, n\]"):
-        visualize.filter_grid([np.zeros((11, 11, 1, 48))])
+        filter_grid.filter_grid([np.zeros((11, 11, 1, 48))])
 
 
 def test_colour_saturation_of_known_kernels():
@@ -90,26 +95,26 @@ def test_colour_saturation_of_known_kernels():
     grey = np.repeat(luminance, 3, axis=-1)
     opponent = np.concatenate([luminance, -luminance, np.zeros_like(luminance)], axis=-1)
     random = rng.normal(size=(2000, 11, 11, 3))
-    np.testing.assert_allclose(visualize.kernel_saturation(grey), 0, atol=1e-12)
-    np.testing.assert_allclose(visualize.kernel_saturation(opponent), 1, atol=1e-12)
-    assert visualize.kernel_saturation(random).mean() == pytest.approx(np.sqrt(2 / 3), abs=0.01)
-    assert visualize.kernel_saturation(np.zeros((1, 11, 11, 3)))[0] == 0
+    np.testing.assert_allclose(filter_grid.kernel_saturation(grey), 0, atol=1e-12)
+    np.testing.assert_allclose(filter_grid.kernel_saturation(opponent), 1, atol=1e-12)
+    assert filter_grid.kernel_saturation(random).mean() == pytest.approx(np.sqrt(2 / 3), abs=0.01)
+    assert filter_grid.kernel_saturation(np.zeros((1, 11, 11, 3)))[0] == 0
     # Per column: a grey column and a colour column (HWIO layout, as conv1 stores them).
-    grid = visualize.filter_grid([grey.transpose(1, 2, 3, 0), opponent.transpose(1, 2, 3, 0)])
+    grid = filter_grid.filter_grid([grey.transpose(1, 2, 3, 0), opponent.transpose(1, 2, 3, 0)])
     assert grid.saturation == pytest.approx((0.0, 1.0))
-    assert "column 1 (GPU 2): mean colour saturation 1.000" in visualize.format_saturation(
+    assert "column 1 (GPU 2): mean colour saturation 1.000" in pictures.format_saturation(
         grid.saturation
     )
 
 
 def test_filters_png_of_a_trained_model(run_dir, tmp_path):
-    model = visualize.load_run(run_dir).model
-    kernels = visualize.conv1_kernels(model)
+    model = load_run(run_dir).model
+    kernels = filter_grid.conv1_kernels(model)
     assert [k.shape for k in kernels] == [(11, 11, 3, 48)] * 2
     np.testing.assert_array_equal(kernels[1], model.get_layer("conv1").kernels[1].numpy())
-    grid = visualize.model_filter_grid(model)
+    grid = filter_grid.model_filter_grid(model)
     path = str(tmp_path / "out" / "filters.png")
-    visualize.write_png(grid.image, path)
+    pictures.write_png(grid.image, path)
     assert png_shape(path) == (grid.image.shape[1], grid.image.shape[0])
     np.testing.assert_array_equal(np.asarray(Image.open(path)), grid.image)  # Lossless.
     assert all(0 <= s <= 1 for s in grid.saturation)
@@ -120,7 +125,7 @@ def test_callback_writes_filter_image_to_tensorboard(tmp_path):
     model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(True))
     images, labels = tiny_arrays(n=8)
     log_dir = str(tmp_path / "logs" / "filters")
-    callback = visualize.FilterImageCallback(log_dir)
+    callback = cb.FilterImageCallback(log_dir)
     model.fit(images, labels, batch_size=8, epochs=2, callbacks=[callback], verbose=0)
     events = tf.io.gfile.glob(os.path.join(log_dir, "events.out.tfevents.*"))
     assert events
@@ -128,12 +133,12 @@ def test_callback_writes_filter_image_to_tensorboard(tmp_path):
     for event in tf.compat.v1.train.summary_iterator(events[0]):
         for value in event.summary.value:
             found.setdefault(value.tag, []).append((event.step, value))
-    steps = [step for step, _ in found[visualize.FILTERS_TAG]]
+    steps = [step for step, _ in found[cb.FILTERS_TAG]]
     assert steps == [0, 1]
-    image = found[visualize.FILTERS_TAG][-1][1]
+    image = found[cb.FILTERS_TAG][-1][1]
     assert image.metadata.plugin_data.plugin_name == "images"
     width, height, png = tf.make_ndarray(image.tensor)  # The image plugin's [w, h, png] layout.
-    grid = visualize.model_filter_grid(model)
+    grid = filter_grid.model_filter_grid(model)
     assert (int(width), int(height)) == (grid.image.shape[1], grid.image.shape[0])
     np.testing.assert_array_equal(tf.io.decode_png(png).numpy(), grid.image)
     assert "conv1_saturation/column_1" in found
@@ -153,7 +158,7 @@ def test_nearest_neighbours_finds_index_members_at_distance_zero():
 
 def test_neighbours_through_the_pipeline(run_dir, fashion_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXNET_FASHION_MNIST_DIR", fashion_dir)
-    loaded = visualize.load_run(run_dir)
+    loaded = load_run(run_dir)
     result = nn.search(loaded.model, "fashion_mnist", loaded.stats, SIZE, num_queries=3, k=4,
                        index_size=12, batch_size=5)  # fmt: skip
     assert result.index.features.shape == (12, 4096)
@@ -187,7 +192,7 @@ def test_predictions_png(exported, tmp_path):
 
 
 def test_curves_png_and_history(run_dir, tmp_path):
-    history = visualize.read_history(run_dir)
+    history = read_history(run_dir)
     assert history["epoch"].tolist() == [0, 1]
     assert {"loss", "top1", "top5", "val_loss", "learning_rate"} <= set(history)
     path = str(tmp_path / "curves.png")
@@ -195,11 +200,11 @@ def test_curves_png_and_history(run_dir, tmp_path):
     assert png_shape(path) == (1500, 420)  # 15 x 4.2 in at 100 dpi.
     resumed = tmp_path / "history.csv"  # A resumed run appends and may repeat an epoch.
     resumed.write_text("epoch,loss,top1\n0,2.0,0.1\n1,1.5,0.2\n1,1.4,\n2,1.0,0.5\n")
-    history = visualize.read_history(str(resumed))
+    history = read_history(str(resumed))
     assert history["epoch"].tolist() == [0, 1, 2]
     assert history["loss"].tolist() == [2.0, 1.4, 1.0] and np.isnan(history["top1"][1])
     with pytest.raises(FileNotFoundError, match="No training history"):
-        visualize.read_history(str(tmp_path / "nowhere"))
+        read_history(str(tmp_path / "nowhere"))
 
 
 def test_missing_matplotlib_names_the_extra(monkeypatch):
@@ -222,7 +227,7 @@ def test_cli_filters_and_curves(run_dir, tmp_path):
     env, cwd = run_env(tmp_path), str(tmp_path)
     out = run_cli("filters", f"--model_dir={run_dir}", "--output=f.png", env=env, cwd=cwd)
     assert "Wrote f.png" in out and "column 1 (GPU 2): mean colour saturation" in out
-    grid = visualize.model_filter_grid(visualize.load_run(run_dir).model)
+    grid = filter_grid.model_filter_grid(load_run(run_dir).model)
     assert png_shape(tmp_path / "f.png") == (grid.image.shape[1], grid.image.shape[0])
     run_cli("curves", f"--model_dir={run_dir}", env=env, cwd=cwd)  # Default --output.
     assert png_shape(tmp_path / "curves.png") == (1500, 420)

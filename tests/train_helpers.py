@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_keras.config import TrainConfig
-from alexnet_keras.trainer import Datasets
+from alexnet_keras.training.trainer import Datasets
 
 SIZE = 67
 CLASSES = ("a", "b", "c", "d")

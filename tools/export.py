@@ -1,76 +1,9 @@
-"""Exports a trained AlexNet for TF Serving (a thin CLI over `alexnet_keras.export`).
+"""Exports a trained run as a TF Serving SavedModel.
 
-    python tools/export.py                 # runs/alexnet (best.keras) -> exports/alexnet/<next>
-    python tools/export.py --model_dir=runs/fmnist --checkpoint=last --version=3 --ten_crop
-    python tools/export.py --keras_file=model.keras --class_names=names.txt --stats_file=s.json
-
-Takes ~10 s for a 1000-class model on 2 CPU cores. Prints the version directory written and the
-exact commands that serve it (docker and tensorflow_model_server).
+The console script `alexnet-export` runs the same code (`alexnet_keras/cli/export.py`).
 """
 
-from __future__ import annotations
-
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
-
-from alexnet_keras import export  # noqa: E402
-from alexnet_keras.config import DEFAULT_MODEL_DIR  # noqa: E402
-
-
-def define_flags() -> None:
-    flags.DEFINE_string(
-        "model_dir",
-        None,
-        f"Training run directory (default: {DEFAULT_MODEL_DIR}, what "
-        "`alexnet_keras.train --flagfile=flags.txt` writes).",
-    )
-    flags.DEFINE_string("keras_file", None, "Export this .keras file instead of a run directory.")
-    flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint of --model_dir.")
-    flags.DEFINE_string(
-        "class_names", None, "Class names (.json list or one per line); default: the run's."
-    )
-    flags.DEFINE_string("stats_file", None, "Stats JSON; default: the run's stats.json.")
-    flags.DEFINE_string("export_base", export.DEFAULT_EXPORT_BASE, "TF Serving model root.")
-    flags.DEFINE_string("model_name", export.DEFAULT_MODEL_NAME, "Model name (a subdirectory).")
-    flags.DEFINE_integer("version", None, "Version number (default: the next free one).")
-    flags.DEFINE_bool(
-        "ten_crop",
-        False,
-        "Average the paper's 10 crops in serving_default (Sec. 4.1; 10x compute).",
-    )
-    flags.DEFINE_integer("top_k", 5, "How many top classes the signatures return.")
-    flags.DEFINE_bool("warmup", True, "Write assets.extra/tf_serving_warmup_requests.")
-
-
-def main(argv: list[str]) -> None:
-    del argv
-    f = flags.FLAGS
-    model_dir = f.model_dir
-    if model_dir is None and f.keras_file is None:
-        model_dir = DEFAULT_MODEL_DIR
-    try:
-        source = export.resolve_source(
-            model_dir, f.keras_file, f.checkpoint, f.class_names, f.stats_file
-        )
-        result = export.export_saved_model(
-            source, f.export_base, f.model_name, f.version, f.ten_crop, f.top_k, f.warmup
-        )
-    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as error:
-        print(f"Export failed: {error}", file=sys.stderr)
-        sys.exit(1)
-    print(f"Exported {source.checkpoint} to {os.path.abspath(result.path)}")
-    print(f"Wrote {result.models_config} and {result.batching_parameters}")
-    print("Serve it with Docker:")
-    print(f"  {result.commands['docker']}")
-    print("or with a local TF Serving binary:")
-    print(f"  {result.commands['tensorflow_model_server']}")
-    print(f"Check: {result.commands['rest_example']}")
-
+from alexnet_keras.cli.export import main
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    main()

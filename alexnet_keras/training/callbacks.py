@@ -15,9 +15,9 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-LR_STATE_FILE = "lr_state.json"
-BEST_FILE = "best.keras"
-LAST_FILE = "last.keras"
+from alexnet_keras import filter_grid, run_dir
+
+FILTERS_TAG = "conv1_filters"  # TensorBoard image tag of the conv1 grid.
 
 
 def plateau_drops(val_errors: list[float], patience: int, max_drops: int) -> int:
@@ -69,7 +69,7 @@ class LearningRateController(keras.callbacks.Callback):
         self.max_drops = max_drops
         self.boundaries = tuple(boundaries)
         self.monitor = monitor
-        self.path = os.path.join(state_dir, LR_STATE_FILE)
+        self.path = os.path.join(state_dir, run_dir.LR_STATE_FILE)
         self.errors: dict[int, float] = {}
         if os.path.exists(self.path):
             with open(self.path) as f:
@@ -158,11 +158,11 @@ class ModelSaver(keras.callbacks.Callback):
         logs = logs or {}
         if not math.isfinite(float(logs.get("loss", 0.0))):
             return
-        _save_model_atomically(self.model, os.path.join(self.model_dir, LAST_FILE))
+        _save_model_atomically(self.model, os.path.join(self.model_dir, run_dir.LAST_FILE))
         value = logs.get(self.monitor)
         if value is not None and float(value) > self.best:
             self.best = float(value)
-            _save_model_atomically(self.model, os.path.join(self.model_dir, BEST_FILE))
+            _save_model_atomically(self.model, os.path.join(self.model_dir, run_dir.BEST_FILE))
             _write_json_atomically(self.best_path, {self.monitor: self.best, "epoch": epoch + 1})
 
 
@@ -177,6 +177,45 @@ class BadImageCounter(keras.callbacks.Callback):
         count = self.log.log_summary()
         if logs is not None:
             logs["skipped_images"] = count
+
+
+class FilterImageCallback(keras.callbacks.Callback):
+    """Writes conv1's filter grid as a TensorBoard image (and each column's saturation as a
+    scalar) at the end of every `every_n_epochs`-th epoch, so the two columns' specialisation can
+    be watched while training. Step = the 0-based epoch, as Keras's TensorBoard callback uses.
+
+    Args:
+        log_dir: TensorBoard run directory, e.g. `<model_dir>/logs/filters`.
+        every_n_epochs: write every n epochs.
+        scale: upscaling of each 11x11 kernel.
+    """
+
+    def __init__(self, log_dir: str, every_n_epochs: int = 1, scale: int = 4):
+        super().__init__()
+        if every_n_epochs < 1:
+            raise ValueError(f"`every_n_epochs` must be >= 1. Received: {every_n_epochs}")
+        self.log_dir = log_dir
+        self.every_n_epochs = every_n_epochs
+        self.scale = scale
+        self._writer = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if (epoch + 1) % self.every_n_epochs:
+            return
+        grid = filter_grid.model_filter_grid(self.model, self.scale)
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default():
+            description = "conv1 kernels, one panel per column (Fig. 3)"
+            tf.summary.image(FILTERS_TAG, grid.image[None], step=epoch, description=description)
+            for c, value in enumerate(grid.saturation):
+                tf.summary.scalar(f"conv1_saturation/column_{c}", value, step=epoch)
+        self._writer.flush()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def _save_model_atomically(model: keras.Model, path: str) -> None:

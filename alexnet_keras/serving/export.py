@@ -22,15 +22,10 @@ from collections.abc import Sequence
 import keras
 from absl import logging
 
-from alexnet_keras import labels, serving, stats, warmup
-from alexnet_keras.callbacks import BEST_FILE, LAST_FILE
-from alexnet_keras.config import (
-    CLASS_NAMES_FILE,
-    CONFIG_FILE,
-    STATS_FILE,
-    TrainConfig,
-    load_config,
-)
+from alexnet_keras import run_dir
+from alexnet_keras.config import TrainConfig
+from alexnet_keras.data import labels, stats
+from alexnet_keras.serving import signatures, warmup
 
 DEFAULT_EXPORT_BASE = "exports"
 DEFAULT_MODEL_NAME = "alexnet"
@@ -38,7 +33,6 @@ MODELS_CONFIG_FILE = "models.config"
 BATCHING_FILE = "batching_parameters.txt"
 LABELS_FILE = "labels.txt"
 EXPORT_INFO_FILE = "export_info.json"
-CHECKPOINTS = {"best": BEST_FILE, "last": LAST_FILE}
 
 # Server-side batching (TF Serving's --enable_batching): up to 32 requests merged within 2 ms.
 # num_batch_threads = cores of a small serving machine; max_enqueued_batches bounds the queue
@@ -114,17 +108,15 @@ def resolve_source(
     if (model_dir is None) == (keras_file is None):
         raise ValueError("Pass exactly one of --model_dir and --keras_file.")
     if model_dir is not None:
-        if checkpoint not in CHECKPOINTS:
-            raise ValueError(f"--checkpoint must be best or last. Received: {checkpoint!r}")
-        path = os.path.join(model_dir, CHECKPOINTS[checkpoint])
+        path = run_dir.model_file(model_dir, checkpoint)
         directory = model_dir
-        config = load_config(model_dir)
+        config = run_dir.load_config(model_dir)
     else:
         path, directory = keras_file, os.path.dirname(os.path.abspath(keras_file))
         if not os.path.isfile(path):
             raise FileNotFoundError(f"--keras_file={path} does not exist.")
-        if os.path.exists(os.path.join(directory, CONFIG_FILE)):
-            config = load_config(directory)
+        if os.path.exists(os.path.join(directory, run_dir.CONFIG_FILE)):
+            config = run_dir.load_config(directory)
         else:
             config = _config_from_keras_file(path)
     if not os.path.isfile(path):
@@ -133,7 +125,7 @@ def resolve_source(
             "`python -m alexnet_keras.train`, or pick the other checkpoint."
         )
     if class_names is None:
-        names_file = os.path.join(directory, CLASS_NAMES_FILE)
+        names_file = os.path.join(directory, run_dir.CLASS_NAMES_FILE)
         if not os.path.exists(names_file):
             raise FileNotFoundError(
                 f"No class names: {names_file} does not exist. Pass --class_names=FILE."
@@ -141,7 +133,7 @@ def resolve_source(
         class_names = names_file
     if isinstance(class_names, str):
         class_names = _read_class_names(class_names)
-    sibling_stats = os.path.join(directory, STATS_FILE)
+    sibling_stats = os.path.join(directory, run_dir.STATS_FILE)
     if stats_file is None and os.path.exists(sibling_stats):
         stats_file = sibling_stats
     if stats_file is None:
@@ -237,9 +229,9 @@ def export_saved_model(
     if not model_name or os.sep in model_name or model_name.startswith("."):
         raise ValueError(f"--model_name must be a plain directory name. Received: {model_name!r}")
     # Everything that can fail on bad input happens before anything is written.
-    model = serving.load_serving_model(source.checkpoint, source.config, len(source.class_names))
+    model = run_dir.load_inference_model(source.checkpoint, source.config, len(source.class_names))
     display = labels.display_names(source.class_names)
-    functions = serving.ServingFunctions(
+    functions = signatures.ServingFunctions(
         model, display, source.stats, source.config.image_size, source.config.resize_size,
         ten_crop=ten_crop, top_k=top_k,
     )  # fmt: skip
@@ -258,7 +250,7 @@ def export_saved_model(
         archive.write_out(tmp, verbose=False)
         info = {
             "checkpoint": os.path.abspath(source.checkpoint),
-            "signatures": list(serving.SIGNATURES),
+            "signatures": list(signatures.SIGNATURES),
             "image_size": functions.image_size,
             "resize_size": functions.resize_size,
             "ten_crop": ten_crop,

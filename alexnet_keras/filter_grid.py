@@ -1,41 +1,23 @@
-"""What the network learned, as the paper shows it: conv1's kernels (Fig. 3) and training curves.
+"""conv1's kernels tiled as the paper's Fig. 3, one panel per column, and their colour saturation.
 
-The filter grid is built with NumPy only, so it is tested pixel for pixel, written as a PNG by
-TensorFlow and sent to TensorBoard at each epoch end (`FilterImageCallback`) without matplotlib.
-Plots that need axes (predictions, neighbours, curves) are in `alexnet_keras.figures`; fc7 nearest
-neighbours (Fig. 4 right) in `alexnet_keras.neighbours`; the command line is `tools/visualize.py`.
+Pure NumPy (plus reading the kernels off a Keras model), so it is tested pixel for pixel and shared
+by training's TensorBoard callback and the pictures tool without either importing the other.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import math
-import os
 from collections.abc import Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from alexnet_keras import serving, stats
-from alexnet_keras.callbacks import BEST_FILE, LAST_FILE
-from alexnet_keras.config import (
-    CLASS_NAMES_FILE,
-    HISTORY_FILE,
-    STATS_FILE,
-    TrainConfig,
-    load_config,
-)
-
-FILTERS_TAG = "conv1_filters"
 # sqrt(2/3): two of a pixel's three colour directions are chromatic, so an isotropic random
 # kernel (e.g. at initialisation) has this saturation on average.
 RANDOM_KERNEL_SATURATION = math.sqrt(2.0 / 3.0)
 
 
-# --- conv1 filters (Fig. 3)
 def conv1_kernels(model: keras.Model, layer_name: str = "conv1") -> list[np.ndarray]:
     """conv1's kernels per network column, each [height, width, 3, filters] (Keras HWIO layout).
 
@@ -144,118 +126,3 @@ def filter_grid(
 def model_filter_grid(model: keras.Model, scale: int = 4) -> FilterGrid:
     """`filter_grid` of a model's conv1 (one panel per column)."""
     return filter_grid(conv1_kernels(model), scale=scale)
-
-
-def write_png(image: np.ndarray, path: str) -> None:
-    """Writes a uint8 [h, w, 3] array as a lossless PNG (TensorFlow's encoder, no matplotlib)."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tf.io.write_file(path, tf.io.encode_png(np.asarray(image, np.uint8)))
-
-
-def format_saturation(saturation: Sequence[float]) -> str:
-    """The per-column saturations as lines a user can check the paper's claim against."""
-    lines = [
-        f"conv1 column {c} (GPU {c + 1}): mean colour saturation {s:.3f}"
-        for c, s in enumerate(saturation)
-    ]
-    lines.append(
-        f"(0 = colour-agnostic, 1 = purely colour-opponent, random kernels ~"
-        f"{RANDOM_KERNEL_SATURATION:.2f}. Paper, Fig. 3: one column mostly colour-agnostic, "
-        "the other colour-specific.)"
-    )
-    return "\n".join(lines)
-
-
-class FilterImageCallback(keras.callbacks.Callback):
-    """Writes conv1's filter grid as a TensorBoard image (and each column's saturation as a
-    scalar) at the end of every `every_n_epochs`-th epoch, so the two columns' specialisation can
-    be watched while training. Step = the 0-based epoch, as Keras's TensorBoard callback uses.
-
-    Args:
-        log_dir: TensorBoard run directory, e.g. `<model_dir>/logs/filters`.
-        every_n_epochs: write every n epochs.
-        scale: upscaling of each 11x11 kernel.
-    """
-
-    def __init__(self, log_dir: str, every_n_epochs: int = 1, scale: int = 4):
-        super().__init__()
-        if every_n_epochs < 1:
-            raise ValueError(f"`every_n_epochs` must be >= 1. Received: {every_n_epochs}")
-        self.log_dir = log_dir
-        self.every_n_epochs = every_n_epochs
-        self.scale = scale
-        self._writer = None
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if (epoch + 1) % self.every_n_epochs:
-            return
-        grid = model_filter_grid(self.model, self.scale)
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-        with self._writer.as_default():
-            description = "conv1 kernels, one panel per column (Fig. 3)"
-            tf.summary.image(FILTERS_TAG, grid.image[None], step=epoch, description=description)
-            for c, value in enumerate(grid.saturation):
-                tf.summary.scalar(f"conv1_saturation/column_{c}", value, step=epoch)
-        self._writer.flush()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
-# --- a run directory
-@dataclasses.dataclass(frozen=True)
-class Run:
-    """A trained run loaded for inspection: float32 model (no device pins), config, names, stats."""
-
-    model: keras.Model
-    config: TrainConfig
-    class_names: tuple[str, ...]
-    stats: stats.DatasetStats
-
-
-def load_run(model_dir: str, checkpoint: str = "best") -> Run:
-    """Loads `<model_dir>/best.keras` (or last.keras) as serving does, with the run's files."""
-    config = load_config(model_dir)
-    with open(os.path.join(model_dir, CLASS_NAMES_FILE)) as f:
-        class_names = tuple(json.load(f))
-    path = os.path.join(model_dir, BEST_FILE if checkpoint == "best" else LAST_FILE)
-    model = serving.load_serving_model(path, config, len(class_names))
-    run_stats = stats.load_stats(os.path.join(model_dir, STATS_FILE))
-    return Run(model, config, class_names, run_stats)
-
-
-# --- training curves
-def read_history(path: str) -> dict[str, np.ndarray]:
-    """history.csv (Keras's CSVLogger) as float columns sorted by epoch.
-
-    A resumed run appends; when an epoch appears twice the later row wins. Empty cells are NaN.
-    """
-    if os.path.isdir(path):
-        path = os.path.join(path, HISTORY_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"No training history at {path}. Training writes it after the first epoch "
-            "(`python -m alexnet_keras.train --model_dir=...`)."
-        )
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or "epoch" not in rows[0]:
-        raise ValueError(f"{path} has no rows or no 'epoch' column; is it a Keras CSVLogger file?")
-    by_epoch = {int(float(row["epoch"])): row for row in rows}
-    epochs = sorted(by_epoch)
-    return {
-        name: np.array([_float(by_epoch[e].get(name)) for e in epochs])
-        for name in rows[0]
-        if name is not None
-    }
-
-
-def _float(value: str | None) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from alexnet_keras import augment as augment_lib
-from alexnet_keras import preprocessing
-from alexnet_keras.bad_data import BadImageLog, bad_images, guarded_map
 from alexnet_keras.constants import IMAGE_SIZE
-from alexnet_keras.datasets import DatasetInfo, dataset_info, load_split
-from alexnet_keras.stats import IMAGENET, DatasetStats
+from alexnet_keras.data import geometry, pixels, preprocessing
+from alexnet_keras.data.bad_data import BadImageLog, bad_images, guarded_map
+from alexnet_keras.data.sources import DatasetInfo, dataset_info, load_split
+from alexnet_keras.data.stats import IMAGENET, DatasetStats
 
 __all__ = [
     "BadImageLog",
@@ -65,7 +64,7 @@ def preprocess_examples(
     raw dataset (e.g. JPEG files on disk) through exactly the training transformations.
     """
     stats = stats or IMAGENET
-    resize_size = resize_size or preprocessing.default_resize_size(image_size)
+    resize_size = resize_size or geometry.default_resize_size(image_size)
     bad_log = bad_image_log or bad_images()
     if ten_crop and training:
         raise ValueError("ten_crop is an evaluation mode; received training=True.")
@@ -80,7 +79,7 @@ def preprocess_examples(
 
     def transform(image: tf.Tensor, example_seed: tf.Tensor) -> tf.Tensor:
         if training:
-            return augment_lib.preprocess_for_train(
+            return preprocessing.preprocess_for_train(
                 image,
                 stats,
                 image_size,
@@ -90,7 +89,7 @@ def preprocess_examples(
                 seed=example_seed,
             )
         if image.dtype == tf.string:
-            image = preprocessing.decode_image(image)
+            image = pixels.decode_image(image)
         return preprocessing.preprocess_for_eval(image, stats, image_size, resize_size, ten_crop)
 
     def map_fn(example: dict, random: tf.Tensor) -> tuple:

@@ -5,7 +5,7 @@ Signatures (all with method name `tensorflow/serving/predict`, TF Serving's Pred
   serving_default       image_bytes: string [batch]  encoded JPEG/PNG/GIF/BMP, any size, colour or
                         grayscale -> decode, shorter side -> resize_size, centre crop (or the
                         paper's 10 crops, averaged), minus the training mean. The same functions
-                        the evaluation pipeline runs (`preprocessing.decode_image`,
+                        the evaluation pipeline runs (`pixels.decode_image`,
                         `preprocessing.preprocess_for_eval`), not a copy.
   predict_images        images: float32 [batch, S, S, 3]  RGB pixels on the 0..255 scale, already
                         cropped to the network's input size S (e.g. the centre crop); the graph
@@ -16,22 +16,18 @@ Every signature returns `probabilities` float32 [batch, classes] (softmax; the 1
 exported with ten_crop), `top_k_ids` int32 [batch, k], `top_k_scores` float32 [batch, k] and
 `top_k_labels` string [batch, k] (human-readable class names).
 
-The network is rebuilt in float32 without tower device pins and loads the checkpoint's weights, so
-a run trained under mixed bfloat16 or on pinned devices serves in plain float32 on any device.
+The network comes from `run_dir.load_inference_model`: float32, no tower device pins, on any device.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
 
-from alexnet_keras import preprocessing
-from alexnet_keras.config import TrainConfig
-from alexnet_keras.model import build_alexnet
-from alexnet_keras.stats import DatasetStats
+from alexnet_keras.data import geometry, pixels, preprocessing
+from alexnet_keras.data.stats import DatasetStats
 
 SERVING_DEFAULT = "serving_default"
 PREDICT_IMAGES = "predict_images"
@@ -44,35 +40,6 @@ OUTPUTS = ("probabilities", "top_k_ids", "top_k_scores", "top_k_labels")
 # Magic numbers of the formats tf.io.decode_image reads; checked first so that non-image bytes
 # fail with a message naming the input rather than "Unknown image file format".
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
-
-
-def load_serving_model(checkpoint: str, config: TrainConfig, num_classes: int) -> keras.Model:
-    """The trained network in float32 with no device pins, weights from a `.keras` checkpoint.
-
-    Raises:
-        FileNotFoundError / ValueError: naming `checkpoint` when it is missing, corrupt or from a
-            different architecture.
-    """
-    if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(
-            f"Checkpoint {checkpoint} does not exist. Train first "
-            "(`python -m alexnet_keras.train`) or pass --checkpoint=last / --keras_file=PATH."
-        )
-    policy = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("float32")  # Serving computes in float32.
-    try:
-        model = build_alexnet(num_classes=num_classes, **config.model_kwargs())
-    finally:
-        keras.mixed_precision.set_dtype_policy(policy)
-    try:
-        model.load_weights(checkpoint)
-    except Exception as error:  # Keras raises ValueError, zipfile.BadZipFile, OSError, ...
-        raise ValueError(
-            f"Cannot load weights from checkpoint {checkpoint}: {type(error).__name__}: {error}. "
-            "The file is corrupt or does not match the run's config.json (image_size, groups, "
-            "use_lrn, number of classes)."
-        ) from error
-    return model
 
 
 def _check_image_bytes(image_bytes: tf.Tensor, index: tf.Tensor) -> tf.Operation:
@@ -114,7 +81,7 @@ class ServingFunctions:
         self.labels = list(labels)
         self.stats = stats
         self.image_size = image_size
-        self.resize_size = resize_size or preprocessing.default_resize_size(image_size)
+        self.resize_size = resize_size or geometry.default_resize_size(image_size)
         self.ten_crop = ten_crop
         self.top_k = min(top_k, len(labels))
 
@@ -130,7 +97,7 @@ class ServingFunctions:
     def _preprocess_one(self, args: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
         image_bytes, index = args
         with tf.control_dependencies([_check_image_bytes(image_bytes, index)]):
-            image = preprocessing.decode_image(image_bytes)
+            image = pixels.decode_image(image_bytes)
         return preprocessing.preprocess_for_eval(
             image, self.stats, self.image_size, self.resize_size, ten_crop=self.ten_crop
         )

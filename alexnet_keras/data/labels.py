@@ -15,7 +15,7 @@ IMAGENET_LABELS_FILE = "imagenet_labels.txt"
 
 
 def _read_data_file() -> str:
-    return (importlib.resources.files("alexnet_keras") / "data" / IMAGENET_LABELS_FILE).read_text(
+    return (importlib.resources.files("alexnet_keras.data") / IMAGENET_LABELS_FILE).read_text(
         encoding="utf-8"
     )
 

@@ -20,20 +20,13 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from alexnet_keras import callbacks as cb
-from alexnet_keras import datasets as sources
-from alexnet_keras import distribute, evaluation, pipeline, stats, visualize
-from alexnet_keras.config import (
-    CLASS_NAMES_FILE,
-    CONFIG_FILE,
-    HISTORY_FILE,
-    STATS_FILE,
-    TrainConfig,
-)
+from alexnet_keras import run_dir
+from alexnet_keras.config import TrainConfig
+from alexnet_keras.data import pipeline, sources, stats
 from alexnet_keras.model import build_alexnet
-from alexnet_keras.optimizer import PaperSGD
-
-CHECKPOINT_DIR = "checkpoints"
+from alexnet_keras.training import callbacks as cb
+from alexnet_keras.training import evaluation, precision, strategies
+from alexnet_keras.training.optimizer import PaperSGD
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,35 +92,6 @@ def make_datasets(
     )
 
 
-def cpu_has_native_bfloat16() -> bool:
-    """Whether this x86 CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(mixed_precision: str) -> str:
-    """`auto`: bfloat16 when training on a CPU with native bf16 (~2x faster there), else float32.
-
-    On GPUs `auto` keeps the paper's float32; float16 is a flag away.
-    """
-    if mixed_precision != "auto":
-        return mixed_precision
-    if not tf.config.list_physical_devices("GPU") and cpu_has_native_bfloat16():
-        return "bfloat16"
-    return "none"
-
-
-def set_precision(mixed_precision: str) -> None:
-    policy = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
-    resolved = resolve_precision(mixed_precision)
-    logging.info("--mixed_precision=%s: computing in %s.", mixed_precision, policy[resolved])
-    keras.mixed_precision.set_global_policy(policy[resolved])
-
-
 def _write_json(path: str, value: object) -> None:
     with open(path, "w") as f:
         json.dump(value, f, indent=2)
@@ -181,10 +145,10 @@ def _run(
 ) -> dict:
     # The strategy first: MultiWorkerMirroredStrategy must exist before other TF work.
     if strategy is None:
-        strategy, towers = distribute.make_strategy(config.distribution, config.devices)
+        strategy, towers = strategies.make_strategy(config.distribution, config.devices)
     else:
         towers = tuple(config.devices) if config.distribution == "towers" else None
-    set_precision(config.mixed_precision)
+    precision.set_precision(config.mixed_precision)
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -195,17 +159,17 @@ def _run(
             f"--batch_size={config.batch_size} is invalid: expected a multiple of the {replicas} "
             "replicas, so every replica gets the same share of the global batch."
         )
-    chief = distribute.is_chief(strategy)
+    chief = strategies.is_chief(strategy)
     data_stats = stats.load_stats(config.stats_file)
     datasets = datasets or make_datasets(config, strategy, data_stats)
 
     model_dir = config.model_dir
     os.makedirs(model_dir, exist_ok=True)
     if chief:
-        with open(os.path.join(model_dir, CONFIG_FILE), "w") as f:
+        with open(os.path.join(model_dir, run_dir.CONFIG_FILE), "w") as f:
             f.write(config.to_json())
-        _write_json(os.path.join(model_dir, CLASS_NAMES_FILE), list(datasets.class_names))
-        stats.save_stats(data_stats, os.path.join(model_dir, STATS_FILE))
+        _write_json(os.path.join(model_dir, run_dir.CLASS_NAMES_FILE), list(datasets.class_names))
+        stats.save_stats(data_stats, os.path.join(model_dir, run_dir.STATS_FILE))
 
     with strategy.scope():
         model = compile_alexnet(config, len(datasets.class_names), towers, replicas)
@@ -214,7 +178,7 @@ def _run(
     # Under multi-worker training every worker saves (saving is collective), the non-chief ones
     # into a throwaway directory.
     save_dir = model_dir if chief else tempfile.mkdtemp(prefix="alexnet_worker_")
-    checkpoint_dir = os.path.join(save_dir, CHECKPOINT_DIR)
+    checkpoint_dir = os.path.join(save_dir, run_dir.CHECKPOINT_DIR)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=3)
     if manager.latest_checkpoint:
@@ -236,9 +200,9 @@ def _run(
     ]  # fmt: skip
     if chief:
         callbacks += [
-            keras.callbacks.CSVLogger(os.path.join(model_dir, HISTORY_FILE), append=True),
+            keras.callbacks.CSVLogger(os.path.join(model_dir, run_dir.HISTORY_FILE), append=True),
             keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq="epoch"),
-            visualize.FilterImageCallback(os.path.join(model_dir, "logs", "filters")),
+            cb.FilterImageCallback(os.path.join(model_dir, "logs", "filters")),
         ]
     fit_args = dict(
         x=datasets.train,
@@ -268,22 +232,17 @@ def _run(
             "the same command to resume from it."
         )
 
-    final = os.path.join(
-        model_dir, cb.BEST_FILE if config.final_checkpoint == "best" else cb.LAST_FILE
-    )
+    final = os.path.join(model_dir, run_dir.MODEL_FILES[config.final_checkpoint])
     if os.path.exists(final):
         model.load_weights(final)
     metrics = evaluation.evaluate_model(model, datasets.evaluation, datasets.eval_split)
     metrics["checkpoint"] = config.final_checkpoint
     if chief:
-        evaluation.write_metrics(metrics, os.path.join(model_dir, evaluation.METRICS_FILE))
+        evaluation.write_metrics(metrics, os.path.join(model_dir, run_dir.METRICS_FILE))
     else:
         shutil.rmtree(save_dir, ignore_errors=True)
     logging.info("Final evaluation: %s", metrics)
-    print(
-        f"{datasets.eval_split}: top-1 accuracy {metrics['top1_accuracy']:.4f}, top-5 accuracy "
-        f"{metrics['top5_accuracy']:.4f} ({metrics['examples']} images, {metrics['crops']} crops)"
-    )
+    print(evaluation.describe(metrics))
     return metrics
 
 

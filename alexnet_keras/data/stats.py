@@ -18,6 +18,11 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from alexnet_keras.constants import IMAGE_SIZE
+from alexnet_keras.data import geometry, pixels, sources
 
 FORMAT = "alexnet_keras.stats/v1"
 
@@ -205,3 +210,43 @@ class StatsAccumulator:
             source=source,
             num_images=self.num_images,
         )
+
+
+def compute_dataset_stats(
+    name: str,
+    split: str | None = None,
+    *,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    max_images: int = 20_000,
+    image_size: int = IMAGE_SIZE,
+    resize_size: int | None = None,
+    mean_image_size: int = 32,
+) -> DatasetStats:
+    """Streams a split through the Sec. 2 rescale (undecodable images skipped) and accumulates."""
+    split = split or sources.dataset_info(name, data_dir, manual_dir).train_split
+    resize_size = resize_size or geometry.default_resize_size(image_size)
+
+    def to_square(example: dict) -> tuple[tf.Tensor, tf.Tensor]:
+        image = example["image"]
+        if image.dtype == tf.string:
+            image = pixels.decode_image(image)
+        square = geometry.resize_shorter_and_center_crop(image, resize_size)
+        small = (
+            geometry.resize(square, mean_image_size, mean_image_size)
+            if mean_image_size
+            else tf.zeros([0])
+        )
+        return square, small
+
+    ds = sources.load_split(name, split, data_dir=data_dir, manual_dir=manual_dir)
+    if max_images:
+        ds = ds.take(max_images)
+    ds = ds.map(to_square, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    accumulator = StatsAccumulator(mean_image_size or None)
+    for i, (square, small) in enumerate(ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()):
+        accumulator.update(square, small if mean_image_size else None)
+        if (i + 1) % 1000 == 0:
+            logging.info("%d images", i + 1)
+    source = f"tools/compute_stats.py --dataset={name} --split={split} ({resize_size}px squares)"
+    return accumulator.result(source)

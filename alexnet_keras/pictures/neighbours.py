@@ -15,9 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_keras import datasets as sources
-from alexnet_keras import pipeline, preprocessing
-from alexnet_keras.stats import DatasetStats
+from alexnet_keras.data import geometry, pipeline, preprocessing, sources
+from alexnet_keras.data.stats import DatasetStats
 
 FEATURE_LAYER = "fc7"
 
@@ -61,7 +60,7 @@ def display_mean(
     Computed by the shared evaluation preprocessing itself: preprocessing a black image gives
     exactly minus the subtracted mean (the centre window of the mean image, or the RGB mean).
     """
-    resize_size = resize_size or preprocessing.default_resize_size(image_size)
+    resize_size = resize_size or geometry.default_resize_size(image_size)
     black = tf.zeros([resize_size, resize_size, 3], tf.float32)
     crop = preprocessing.preprocess_for_eval(black, data_stats, image_size, resize_size)
     return -crop.numpy()

@@ -9,8 +9,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-METRICS_FILE = "metrics.json"
-
 
 def crop_probabilities(model: keras.Model, images: tf.Tensor) -> tf.Tensor:
     """Softmax of the logits; for [batch, 10, h, w, 3] the mean over the 10 crops (Sec. 4.1)."""
@@ -72,3 +70,14 @@ def write_metrics(metrics: dict, path: str) -> None:
         json.dump({k: (float(v) if isinstance(v, np.floating) else v) for k, v in metrics.items()},
                   f, indent=2, sort_keys=True)  # fmt: skip
     os.replace(tmp, path)
+
+
+def describe(metrics: dict) -> str:
+    """The metrics as one line for people (split, images, crops, top-1/top-5 error)."""
+    crops = metrics["crops"]
+    how = "centre crop" if crops == 1 else f"{crops} crops averaged"
+    return (
+        f"{metrics['split']} ({metrics['examples']:,} images, {how}): "
+        f"top-1 error {metrics['top1_error']:.4f} (accuracy {metrics['top1_accuracy']:.4f}), "
+        f"top-5 error {metrics['top5_error']:.4f} (accuracy {metrics['top5_accuracy']:.4f})"
+    )

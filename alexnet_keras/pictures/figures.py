@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from alexnet_keras.serving_client import Prediction
+from alexnet_keras.serving.client import Prediction
 
 if TYPE_CHECKING:  # Only for annotations: matplotlib is optional.
     from matplotlib.axes import Axes

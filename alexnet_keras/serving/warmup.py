@@ -13,7 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from alexnet_keras import serving
+from alexnet_keras.serving import signatures
 
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -45,10 +45,14 @@ def warmup_requests(model_name: str, image_size: int) -> list:
     images = sample_image_bytes()
     pixels = np.full([1, image_size, image_size, 3], 128, np.uint8)
     inputs = [
-        (serving.SERVING_DEFAULT, serving.BYTES_INPUT, tf.make_tensor_proto(images[:1])),
-        (serving.SERVING_DEFAULT, serving.BYTES_INPUT, tf.make_tensor_proto(images)),
-        (serving.PREDICT_IMAGES, serving.IMAGES_INPUT, tf.make_tensor_proto(pixels, tf.float32)),
-        (serving.PREDICT_IMAGES_UINT8, serving.IMAGES_INPUT, tf.make_tensor_proto(pixels)),
+        (signatures.SERVING_DEFAULT, signatures.BYTES_INPUT, tf.make_tensor_proto(images[:1])),
+        (signatures.SERVING_DEFAULT, signatures.BYTES_INPUT, tf.make_tensor_proto(images)),
+        (
+            signatures.PREDICT_IMAGES,
+            signatures.IMAGES_INPUT,
+            tf.make_tensor_proto(pixels, tf.float32),
+        ),
+        (signatures.PREDICT_IMAGES_UINT8, signatures.IMAGES_INPUT, tf.make_tensor_proto(pixels)),
     ]
     logs = []
     for signature, input_name, tensor in inputs:

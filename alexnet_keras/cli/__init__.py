@@ -1,0 +1,1 @@
+"""The command lines (also console scripts); each parses flags and calls the library below it."""

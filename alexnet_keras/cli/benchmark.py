@@ -1,0 +1,279 @@
+"""Measures training and inference speed against the machine's matrix-multiply ceiling.
+
+    python tools/benchmark.py --what=train,infer,serve,input --batch_size=128 --json=bench.json
+
+Every figure is the median of several timed windows after warm-up. Training runs the real
+step (`trainer.compile_alexnet` + Keras `fit`, the code `alexnet_keras.train` runs); the FLOPs
+per image are counted from the model (`alexnet_keras.flops`). Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import os
+import re
+import statistics
+import tempfile
+import time
+
+from alexnet_keras.cli import common
+
+common.load_tensorflow_quietly()  # Before TensorFlow is imported below.
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from alexnet_keras import flops  # noqa: E402
+from alexnet_keras.config import TrainConfig  # noqa: E402
+from alexnet_keras.data import pipeline, stats  # noqa: E402
+from alexnet_keras.serving import signatures  # noqa: E402
+from alexnet_keras.training import precision, strategies, trainer  # noqa: E402
+
+_WHAT = flags.DEFINE_list("what", ["train", "infer", "serve", "input"], "What to measure.")
+_BATCH = flags.DEFINE_integer(
+    "batch_size", 128, "Global training batch size (the paper's 128, train.py's default)."
+)
+_INFER_BATCH = flags.DEFINE_integer("infer_batch_size", 32, "Inference throughput batch size.")
+_STEPS = flags.DEFINE_integer("steps", 4, "Steps (or calls) per timed window.", lower_bound=1)
+_WINDOWS = flags.DEFINE_integer("windows", 5, "Timed windows; the median is reported.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 227, "Input size.")
+_PRECISION = flags.DEFINE_enum(
+    "mixed_precision",
+    "none",
+    ["auto", "none", "float16", "bfloat16"],
+    "Compute dtype (as the training flag).",
+)
+_DISTRIBUTION = flags.DEFINE_enum(
+    "distribution", "one_device", ["one_device", "mirrored", "towers"], "As the training flag."
+)
+_DEVICES = flags.DEFINE_list("devices", [], "As the training flag.")
+_LOGICAL = flags.DEFINE_integer("logical_devices", 0, "As the training flag.")
+_JIT = flags.DEFINE_bool("jit_compile", False, "XLA, as the training flag.")
+_JPEGS = flags.DEFINE_integer("jpegs", 256, "Synthetic 500x375 JPEGs for the end-to-end run.")
+_JSON = flags.DEFINE_string("json", None, "Also write the figures to this JSON file.")
+_PROFILE_DIR = flags.DEFINE_string(
+    "profile_dir",
+    None,
+    "Also trace --steps training steps with the TF profiler into this directory (TensorBoard's "
+    "Profile tab) and print where their time went, per layer and per op type.",
+)
+
+
+def _median_rate(times: list[float], items: int) -> float:
+    return items / statistics.median(times)
+
+
+def gemm_gflops(size: int = 2048, repeats: int = 8) -> float:
+    """The machine's float32 matrix-multiply rate: the ceiling the training rate is held to."""
+    a = tf.random.normal((size, size))
+
+    @tf.function
+    def chain(x: tf.Tensor) -> tf.Tensor:
+        for _ in range(repeats):
+            x = tf.matmul(x, a) * (1.0 / size)
+        return x
+
+    chain(a).numpy()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        chain(a).numpy()
+        times.append(time.perf_counter() - start)
+    return 2.0 * size**3 * repeats / statistics.median(times) / 1e9
+
+
+class _StepTimer(keras.callbacks.Callback):
+    """Records the wall time at the end of each training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.stamps = []
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.stamps.append(time.perf_counter())
+
+
+def _fit_rate(model, dataset, batch: int) -> float:  # noqa: ANN001
+    warmup = 3
+    timer = _StepTimer()
+    model.fit(
+        dataset,
+        steps_per_epoch=warmup + _WINDOWS.value * _STEPS.value,
+        verbose=0,
+        callbacks=[timer],
+    )
+    stamps = timer.stamps[warmup - 1 :]
+    windows = [
+        stamps[i + _STEPS.value] - stamps[i]
+        for i in range(0, len(stamps) - 1, _STEPS.value)
+        if i + _STEPS.value < len(stamps)
+    ]
+    return _median_rate(windows, batch * _STEPS.value)
+
+
+def _profile(model, dataset, logdir: str) -> None:  # noqa: ANN001
+    """Traces --steps training steps and prints the op time per layer and per op type.
+
+    Times are summed over TF's inter-op threads (ops running side by side both count), so the
+    shares, not the totals, are the figures to read; under the profiler a step runs slower.
+    """
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    tf.profiler.experimental.start(logdir)
+    model.fit(dataset, steps_per_epoch=_STEPS.value, verbose=0)
+    tf.profiler.experimental.stop()
+    paths = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+    space = xplane_pb2.XSpace()
+    with open(max(paths, key=os.path.getmtime), "rb") as f:
+        space.ParseFromString(f.read())
+    per_layer, per_type = collections.Counter(), collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name  # "scope/op:OpType"
+                if name.startswith("CpuExecutable::"):  # XLA: the fused update and LRN forward.
+                    op_name, op_type = "", "XLA executable"
+                elif ":" not in name or "::" in name:  # The executor's own spans enclose ops.
+                    continue
+                else:
+                    op_name, op_type = name.rsplit(":", 1)
+                layer = re.search(r"/(conv\d|lrn\d|pool\d|fc\d|drop\d)[_/]", op_name)
+                milliseconds = event.duration_ps / 1e9 / _STEPS.value
+                key = layer.group(1) if layer else "other (optimizer, loss, custom grads)"
+                per_layer[key] += milliseconds
+                per_type[op_type] += milliseconds
+    for title, counter, rows in (("layer", per_layer, None), ("op type", per_type, 15)):
+        total = sum(counter.values())
+        print(f"Op time per step by {title} (trace in {logdir}):")
+        for key, value in counter.most_common(rows):
+            print(f"  {key:<40s} {value:8.1f} ms  {100 * value / total:5.1f}%")
+
+
+def _write_jpegs(directory: str, count: int) -> str:
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        folder = os.path.join(directory, "train", f"class{i % 10}")
+        os.makedirs(folder, exist_ok=True)
+        # Smooth random images compress like photos (noise would make huge, slow JPEGs).
+        small = rng.uniform(0, 255, (24, 32, 3)).astype(np.float32)
+        image = tf.image.resize(small[None], (375, 500), method="bicubic")[0]
+        jpeg = tf.io.encode_jpeg(tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8), quality=90)
+        tf.io.write_file(os.path.join(folder, f"{i}.jpg"), jpeg)
+    return directory
+
+
+def _main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if _LOGICAL.value:
+        strategies.split_logical_devices(_LOGICAL.value)
+    figures: dict[str, float | str] = {}
+    what = set(_WHAT.value)
+    size, batch = _IMAGE_SIZE.value, _BATCH.value
+    config = TrainConfig(
+        image_size=size,
+        batch_size=batch,
+        distribution=_DISTRIBUTION.value,
+        devices=tuple(_DEVICES.value),
+        mixed_precision=_PRECISION.value,
+        jit_compile=_JIT.value,
+        logical_devices=_LOGICAL.value,
+    )
+    strategy, towers = strategies.make_strategy(config.distribution, config.devices)
+    precision.set_precision(config.mixed_precision)
+    figures["precision"] = precision.resolve_precision(config.mixed_precision)
+    figures["gemm_gflops"] = gemm_gflops()
+    with strategy.scope():
+        model = trainer.compile_alexnet(config, 1000, towers, strategy.num_replicas_in_sync)
+    train_flops = flops.train_flops_per_image(model)
+    figures["train_gflop_per_image"] = train_flops / 1e9
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-120, 120, (batch, size, size, 3)).astype(np.float32)
+    labels = rng.integers(0, 1000, batch).astype(np.int32)
+    if "train" in what:
+        synthetic = tf.data.Dataset.from_tensors((images, labels)).repeat()
+        rate = _fit_rate(model, synthetic, batch)
+        figures["train_images_per_sec"] = rate
+        figures["train_gflops"] = rate * train_flops / 1e9
+        figures["train_fraction_of_ceiling"] = rate * train_flops / 1e9 / figures["gemm_gflops"]
+        if _PROFILE_DIR.value:
+            _profile(model, synthetic, _PROFILE_DIR.value)
+    if "input" in what or "train" in what:
+        with tempfile.TemporaryDirectory() as directory:
+            _write_jpegs(directory, _JPEGS.value)
+            source = f"folder:{directory}"
+            jpeg_input = pipeline.build_dataset(
+                source, "train", batch_size=batch, training=True, image_size=size, repeat=True
+            )
+            if "input" in what:
+                iterator = iter(jpeg_input)
+                next(iterator)
+                start = time.perf_counter()
+                for _ in range(_WINDOWS.value * _STEPS.value):
+                    next(iterator)
+                elapsed = time.perf_counter() - start
+                figures["input_images_per_sec"] = batch * _WINDOWS.value * _STEPS.value / elapsed
+            if "train" in what:
+                figures["train_e2e_images_per_sec"] = _fit_rate(model, jpeg_input, batch)
+    infer_images = rng.uniform(-120, 120, (_INFER_BATCH.value, size, size, 3)).astype(np.float32)
+    if "infer" in what or "serve" in what:
+        _infer(model, infer_images, figures)
+    if "serve" in what:
+        _serve(model, infer_images, figures)
+
+    width = max(len(k) for k in figures)
+    for key, value in figures.items():
+        print(
+            f"{key:<{width}}  {value:.3f}"
+            if isinstance(value, float)
+            else f"{key:<{width}}  {value}"
+        )
+    if _JSON.value:
+        with open(_JSON.value, "w") as f:
+            json.dump(figures, f, indent=2)
+
+
+def _time_calls(fn, x, calls: int) -> float:  # noqa: ANN001
+    fn(x)
+    times = []
+    for _ in range(_WINDOWS.value):
+        start = time.perf_counter()
+        for _ in range(calls):
+            np.asarray(fn(x))
+        times.append((time.perf_counter() - start) / calls)
+    return statistics.median(times)
+
+
+def _infer(model, images: np.ndarray, figures: dict) -> None:  # noqa: ANN001
+    predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    figures["infer_images_per_sec"] = len(images) / _time_calls(predict, images, _STEPS.value)
+    figures["latency_ms_batch1"] = 1000 * _time_calls(predict, images[:1], 4 * _STEPS.value)
+
+
+def _serve(model, images: np.ndarray, figures: dict) -> None:  # noqa: ANN001
+    """Batch-1 latency through the real export's `predict_images` signature, reloaded."""
+    labels = [str(i) for i in range(model.output_shape[-1])]
+    functions = signatures.ServingFunctions(model, labels, stats.IMAGENET, images.shape[1])
+    with tempfile.TemporaryDirectory() as directory:
+        functions.export_archive().write_out(directory, verbose=False)
+        signature = tf.saved_model.load(directory).signatures[signatures.PREDICT_IMAGES]
+        pixels = tf.constant(np.clip(images[:1] + 120.0, 0, 255))  # 0..255, as served.
+        figures["savedmodel_latency_ms_batch1"] = 1000 * _time_calls(
+            lambda x: signature(images=x)["probabilities"], pixels, 4 * _STEPS.value
+        )
+
+
+def main() -> None:
+    """`python tools/benchmark.py` and the console script `alexnet-benchmark`."""
+    common.run(lambda: None, _main)  # Its flags are defined at import, above.
+
+
+if __name__ == "__main__":
+    main()

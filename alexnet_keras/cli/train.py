@@ -1,0 +1,227 @@
+"""Trains AlexNet with the paper's recipe: `python -m alexnet_keras.train --flagfile=flags.txt`.
+
+Also the console script `alexnet-train`.
+
+Every flag defaults to the paper's value where the paper gives one (Sec. 4 and 5). The flags
+are read once, here, into a validated frozen `TrainConfig`; nothing else reads FLAGS.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+
+from alexnet_keras import config as config_lib
+from alexnet_keras.cli import common
+
+_D = config_lib.TrainConfig()  # The defaults, in one place.
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines the training flags (absl already owns --log_dir, -v and --verbosity)."""
+    fv = dict(flag_values=flag_values)
+    flags.DEFINE_string(
+        "dataset",
+        _D.dataset,
+        "imagenet2012, fashion_mnist (built-in demo), folder:PATH (PATH/<split>/"
+        "<class>/*.jpg) or any TFDS image-classification name.",
+        **fv,
+    )
+    flags.DEFINE_string("data_dir", _D.data_dir, "TFDS data directory (prepared datasets).", **fv)
+    flags.DEFINE_string(
+        "manual_dir",
+        _D.manual_dir,
+        "Directory holding ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar "
+        "(imagenet2012) or the Fashion-MNIST IDX files.",
+        **fv,
+    )
+    flags.DEFINE_string(
+        "model_dir", _D.model_dir, "Checkpoints, logs, best/last models, metrics.", **fv
+    )
+    flags.DEFINE_integer("image_size", _D.image_size, "Crop size (paper: 227; min 67).", **fv)
+    flags.DEFINE_integer(
+        "resize_size",
+        _D.resize_size,
+        "Rescaled square size before cropping (default: image_size*256/227).",
+        **fv,
+    )
+    flags.DEFINE_string(
+        "stats_file",
+        _D.stats_file,
+        "Mean/PCA JSON from tools/compute_stats.py (default: ImageNet's).",
+        **fv,
+    )
+    flags.DEFINE_integer("batch_size", _D.batch_size, "Global batch size (paper: 128).", **fv)
+    flags.DEFINE_integer("epochs", _D.epochs, "Training epochs (paper: ~90).", **fv)
+    flags.DEFINE_integer(
+        "steps_per_epoch",
+        _D.steps_per_epoch,
+        "Steps per epoch (default: one pass over the training split).",
+        **fv,
+    )
+    flags.DEFINE_integer(
+        "validation_steps",
+        _D.validation_steps,
+        "Cap on validation batches per epoch (default: the whole split).",
+        **fv,
+    )
+    flags.DEFINE_float(
+        "learning_rate", _D.learning_rate, "Initial learning rate (paper: 0.01).", **fv
+    )
+    flags.DEFINE_float("momentum", _D.momentum, "SGD momentum (paper: 0.9).", **fv)
+    flags.DEFINE_float(
+        "weight_decay",
+        _D.weight_decay,
+        "Weight decay inside the momentum update, on kernels (paper: 0.0005).",
+        **fv,
+    )
+    flags.DEFINE_enum(
+        "lr_schedule",
+        _D.lr_schedule,
+        config_lib.LR_SCHEDULES,
+        "plateau: /10 when val top-1 error stops improving (paper); step: /10 at "
+        "--lr_boundaries; constant.",
+        **fv,
+    )
+    flags.DEFINE_integer(
+        "plateau_patience",
+        _D.plateau_patience,
+        "Epochs without a new best val error before the rate drops.",
+        **fv,
+    )
+    flags.DEFINE_integer("max_lr_drops", _D.max_lr_drops, "Most drops (paper: 3).", **fv)
+    flags.DEFINE_list(
+        "lr_boundaries",
+        [str(b) for b in _D.lr_boundaries],
+        "Epochs at which lr_schedule=step divides the rate by 10.",
+        **fv,
+    )
+    flags.DEFINE_float("dropout", _D.dropout, "Dropout rate of fc6 and fc7 (paper: 0.5).", **fv)
+    flags.DEFINE_float(
+        "input_scale",
+        _D.input_scale,
+        "Multiplies the mean-subtracted 0..255 input inside the model (paper: 1; "
+        "~0.0156 with he_normal or glorot_uniform init).",
+        **fv,
+    )
+    flags.DEFINE_integer("groups", _D.groups, "2: the paper's two-column net; 1: one column.", **fv)
+    flags.DEFINE_bool("use_lrn", _D.use_lrn, "Local response normalization (paper: on).", **fv)
+    flags.DEFINE_enum(
+        "kernel_initializer",
+        _D.kernel_initializer,
+        config_lib.KERNEL_INITIALIZERS,
+        "paper: N(0, 0.01).",
+        **fv,
+    )
+    flags.DEFINE_enum(
+        "bias_initializer",
+        _D.bias_initializer,
+        config_lib.BIAS_INITIALIZERS,
+        "paper: 1 in conv2, conv4, conv5, fc6, fc7; 0 elsewhere.",
+        **fv,
+    )
+    flags.DEFINE_bool(
+        "augment", _D.augment, "Random crops, flips and PCA lighting (paper: on).", **fv
+    )
+    flags.DEFINE_float(
+        "lighting_std", _D.lighting_std, "PCA lighting alpha std (paper: 0.1).", **fv
+    )
+    flags.DEFINE_bool(
+        "ten_crop_eval",
+        _D.ten_crop_eval,
+        "Final evaluation averages 10 crops (paper), else the centre crop.",
+        **fv,
+    )
+    flags.DEFINE_enum(
+        "distribution",
+        _D.distribution,
+        config_lib.DISTRIBUTIONS,
+        "auto: mirrored with >= 2 GPUs, else one device; towers: the paper's "
+        "two-device model parallelism; multi_worker: TF_CONFIG cluster.",
+        **fv,
+    )
+    flags.DEFINE_list(
+        "devices", list(_D.devices), "Devices, e.g. /gpu:0,/gpu:1 or /cpu:0,/cpu:1.", **fv
+    )
+    flags.DEFINE_integer(
+        "logical_devices",
+        _D.logical_devices,
+        "Split the first GPU (or the CPU) into this many logical devices.",
+        **fv,
+    )
+    flags.DEFINE_enum(
+        "mixed_precision",
+        _D.mixed_precision,
+        config_lib.MIXED_PRECISIONS,
+        "auto: bfloat16 on CPUs with native bf16 (AVX512-BF16/AMX), else float32 (paper). "
+        "LRN and the logits stay float32.",
+        **fv,
+    )
+    flags.DEFINE_bool(
+        "jit_compile", _D.jit_compile, "XLA on one device (off when distributed).", **fv
+    )
+    flags.DEFINE_integer(
+        "seed", _D.seed, "Seed for initialization, shuffling and augmentation.", **fv
+    )
+    flags.DEFINE_bool("deterministic", _D.deterministic, "Deterministic ops and input order.", **fv)
+    flags.DEFINE_bool(
+        "strict_data",
+        _D.strict_data,
+        "Stop at the first undecodable image (default: skip and count).",
+        **fv,
+    )
+    flags.DEFINE_integer(
+        "checkpoint_every_steps",
+        _D.checkpoint_every_steps,
+        "Steps between resumable checkpoints (also saved at each epoch end).",
+        **fv,
+    )
+    flags.DEFINE_enum(
+        "final_checkpoint",
+        _D.final_checkpoint,
+        config_lib.CHECKPOINTS,
+        "Which model the final evaluation uses.",
+        **fv,
+    )
+
+
+def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> config_lib.TrainConfig:
+    """The one conversion of parsed flags into the frozen, validated config."""
+    values = {}
+    for field in config_lib.TrainConfig.__dataclass_fields__:
+        values[field] = flag_values[field].value
+    try:
+        values["lr_boundaries"] = tuple(int(b) for b in values["lr_boundaries"])
+    except ValueError:
+        raise ValueError(
+            f"--lr_boundaries={','.join(values['lr_boundaries'])} is invalid: expected "
+            "comma-separated epoch numbers."
+        ) from None
+    values["devices"] = tuple(values["devices"])
+    for name in ("data_dir", "manual_dir", "model_dir", "stats_file"):
+        if values[name]:
+            values[name] = os.path.expanduser(values[name])
+    return config_lib.TrainConfig(**values)
+
+
+def _main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments (not flags): {' '.join(argv[1:])}")
+    config = config_from_flags()
+    if config.logical_devices:
+        from alexnet_keras.training.strategies import split_logical_devices
+
+        split_logical_devices(config.logical_devices)
+    from alexnet_keras.training.trainer import run
+
+    run(config)
+
+
+def main() -> None:
+    """`python -m alexnet_keras.train` and the console script `alexnet-train`."""
+    common.run(define_flags, _main)
+
+
+if __name__ == "__main__":
+    main()
