@@ -6,7 +6,7 @@ import math
 
 import keras
 
-from alexnet_keras.layers import GroupedConv2D
+from alexnet_keras.layers import GroupedConv2D, GroupedDense
 
 # A training step costs about 3x the forward pass: the backward pass computes the gradients
 # with respect to both the activations and the weights, each as costly as the forward.
@@ -22,9 +22,12 @@ def forward_macs(model: keras.Model) -> int:
     total = 0
     for layer in model.layers:
         if isinstance(layer, GroupedConv2D):
-            _, height, width, _ = layer.output.shape
+            output = layer.output[0] if isinstance(layer.output, list) else layer.output
+            _, height, width, _ = output.shape
             for kernel in layer.kernels:  # (kh, kw, in_per_group, out_per_group)
                 total += math.prod(kernel.shape) * height * width
+        elif isinstance(layer, GroupedDense):
+            total += sum(math.prod(kernel.shape) for kernel in layer.kernels)
         elif isinstance(layer, keras.layers.Dense):
             total += math.prod(layer.kernel.shape)
     return total

@@ -7,7 +7,13 @@ from collections.abc import Callable, Sequence
 import keras
 
 from alexnet_keras import constants
-from alexnet_keras.layers import Dense, GroupedConv2D, GroupedMaxPool2D, LocalResponseNormalization
+from alexnet_keras.layers import (
+    ColumnDropout,
+    GroupedConv2D,
+    GroupedDense,
+    GroupedMaxPool2D,
+    LocalResponseNormalization,
+)
 
 # Layer names are part of the checkpoint and serving contract: keep them stable.
 LAYER_NAMES = (
@@ -51,8 +57,11 @@ def build_alexnet(
 
     `groups=2` is the paper's two-column net: conv2, conv4 and conv5 see only their own column's
     maps, LRN normalizes within a column, and the columns meet at conv3 and the fc layers (Sec.
-    3.2). `groups=1` is the one-column net (same parameter count for conv1 and conv3, more for the
-    grouped layers). `tower_devices` pins column g to `tower_devices[g]` (model parallelism).
+    3.2); fc6-fc8 are split by output units into the two columns (as fc6 and fc7 were on the
+    paper's GPUs), each unit reading both columns. Each column's weights are their own draw.
+    `groups=1` is the one-column net (same parameter count for conv1, conv3 and fc, more for the
+    grouped layers). `tower_devices` places column g, forward and backward, on `tower_devices[g]`
+    (the paper's model parallelism; layers then exchange per-column tensor lists).
 
     Args:
         num_classes: size of fc8.
@@ -126,6 +135,11 @@ def build_alexnet(
             activation="relu", devices=devices, name=layer_name, **init(layer_name),
         )  # fmt: skip
 
+    def dense(layer_name: str, units: int, **kwargs) -> GroupedDense:
+        return GroupedDense(
+            units, groups=groups, devices=devices, name=layer_name, **init(layer_name), **kwargs
+        )
+
     def lrn(layer_name: str) -> Callable:
         if not use_lrn:
             return lambda x: x
@@ -149,11 +163,12 @@ def build_alexnet(
     x = conv("conv4", 384, 3)(x)
     x = conv("conv5", 256, 3)(x)
     x = pool("pool5")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = Dense(4096, activation="relu", name="fc6", **init("fc6"))(x)
-    x = keras.layers.Dropout(dropout, name="drop6")(x)
-    x = Dense(4096, activation="relu", name="fc7", **init("fc7"))(x)
-    x = keras.layers.Dropout(dropout, name="drop7")(x)
-    # Logits in float32 even under a mixed-precision policy, so the softmax and loss are stable.
-    logits = Dense(num_classes, name="fc8", dtype="float32", **init("fc8"))(x)
+    # fc6-fc8 split by output units, every unit reading both columns (fc6 flattens pool5).
+    x = dense("fc6", 4096, activation="relu")(x)
+    x = ColumnDropout(dropout, devices=devices, name="drop6")(x)
+    x = dense("fc7", 4096, activation="relu")(x)
+    x = ColumnDropout(dropout, devices=devices, name="drop7")(x)
+    # Logits in float32 even under a mixed-precision policy, so the softmax and loss are stable;
+    # under towers they are gathered on the first device, where the loss is computed.
+    logits = dense("fc8", num_classes, dtype="float32", merge_columns=True)(x)
     return keras.Model(images, logits, name=name)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_keras.layers import GroupedConv2D, GroupedMaxPool2D
+from alexnet_keras.layers import GroupedConv2D, GroupedMaxPool2D, columns
 
 # (kernel, strides, padding) of AlexNet's convolutions.
 ALEXNET_CONVS = [(11, 4, "valid"), (5, 1, "same"), (3, 1, "same")]
@@ -37,15 +37,16 @@ def test_matches_per_group_conv_forward_and_gradients(groups, kernel, strides, p
         v.assign(rng.normal(size=v.shape).astype(np.float32))
     kernels = [tf.identity(k) for k in layer.kernels]
     biases = [tf.identity(b) for b in layer.biases]
-    upstream = tf.constant(rng.normal(size=layer.compute_output_shape(x.shape)), tf.float32)
+    out_shape = columns.whole_shape(layer.compute_output_shape(x.shape))
+    upstream = tf.constant(rng.normal(size=out_shape), tf.float32)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([x, *kernels, *biases])
-        ours = layer(x)
+        ours = columns.whole(layer(x))  # Towers return one tensor per column.
         ref = reference_grouped_conv(x, kernels, biases, strides, padding)
         loss_ours = tf.reduce_sum(ours * upstream)
         loss_ref = tf.reduce_sum(ref * upstream)
     np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-4, atol=1e-4)
-    assert ours.shape == layer.compute_output_shape(x.shape)
+    assert ours.shape == out_shape
     grads_ours = tape.gradient(loss_ours, [x, *layer.trainable_weights])
     grads_ref = tape.gradient(loss_ref, [x] + [w for kb in zip(kernels, biases) for w in kb])
     for g_ours, g_ref in zip(grads_ours, grads_ref):
@@ -141,8 +142,10 @@ def test_devices_pin_each_group():
 def test_max_pool_groups_equal_keras_pool(devices):
     x = np.random.default_rng(4).normal(size=(2, 13, 13, 8)).astype(np.float32)
     ours = GroupedMaxPool2D(3, 2, groups=2, devices=devices)
-    np.testing.assert_array_equal(ours(x).numpy(), keras.layers.MaxPooling2D(3, 2)(x).numpy())
-    assert ours.compute_output_shape((None, 13, 13, 8)) == (None, 6, 6, 8)
+    pooled = columns.whole(ours(x))
+    np.testing.assert_array_equal(pooled.numpy(), keras.layers.MaxPooling2D(3, 2)(x).numpy())
+    shape = columns.whole_shape(ours.compute_output_shape((None, 13, 13, 8)))
+    assert shape == (None, 6, 6, 8)
     assert GroupedMaxPool2D.from_config(ours.get_config()).get_config() == ours.get_config()
 
 

@@ -153,5 +153,6 @@ def test_equals_tf_lrn_kernel_forward_and_gradient(depth_radius, bias, alpha, be
 
 def test_device_pinned_columns_equal_one_op_columns():
     a = np.random.default_rng(7).uniform(-300, 300, size=(1, 3, 3, 8)).astype(np.float32)
-    pinned = LocalResponseNormalization(groups=2, devices=["/cpu:0", "/cpu:1"])(a).numpy()
+    pinned = LocalResponseNormalization(groups=2, devices=["/cpu:0", "/cpu:1"])(a)
+    pinned = tf.concat(pinned, axis=-1).numpy()  # Towers: one tensor per column.
     np.testing.assert_allclose(pinned, LocalResponseNormalization(groups=2)(a).numpy(), rtol=1e-6)

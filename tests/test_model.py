@@ -72,16 +72,46 @@ def test_other_initializers_and_seed():
     )
     conv1 = a.get_layer("conv1").kernels[0].numpy()
     assert abs(conv1.std() - np.sqrt(2.0 / (11 * 11 * 3))) < 0.01  # He: sqrt(2 / fan_in).
-    assert all(np.all(w == 0) for w in a.get_layer("fc6").weights[1:])
+    assert all(np.all(b.numpy() == 0) for b in a.get_layer("fc6").biases)
     x = np.random.default_rng(0).uniform(0, 255, (2, 67, 67, 3)).astype(np.float32)
     np.testing.assert_array_equal(a(x).numpy(), b(x).numpy())
+
+
+COLUMN_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+
+
+def _columns(model, name):
+    return [k.numpy() for k in model.get_layer(name).kernels]
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_each_column_is_its_own_draw(seed):
+    """Sec. 3.2: the two GPUs' columns start as different networks (they were identical before)."""
+    model = build_alexnet(10, (67, 67, 3), seed=seed)
+    for name in COLUMN_LAYERS:
+        first, second = _columns(model, name)
+        assert first.shape == second.shape, name
+        assert np.mean(first == second) < 0.01, name  # Not the same draw...
+        assert abs(first.std() - second.std()) < 0.1 * first.std(), name  # ...of one distribution.
+    pool5 = keras.Model(model.input, model.get_layer("pool5").output)
+    x = np.random.default_rng(0).uniform(-100, 100, (1, 67, 67, 3)).astype(np.float32)
+    features = pool5(x).numpy()
+    assert not np.array_equal(features[..., :128], features[..., 128:])
+
+
+def test_seed_reproduces_every_column_and_different_seeds_differ():
+    a, b, c = (build_alexnet(10, (67, 67, 3), seed=s) for s in (3, 3, 4))
+    for name in COLUMN_LAYERS:
+        for ka, kb, kc in zip(_columns(a, name), _columns(b, name), _columns(c, name)):
+            np.testing.assert_array_equal(ka, kb)
+            assert not np.array_equal(ka, kc), name
 
 
 @pytest.mark.parametrize("size,pool5", [(67, 1), (99, 2), (131, 3)])
 def test_small_inputs(size, pool5):
     model = build_alexnet(10, (size, size, 3))
     assert model.get_layer("pool5").output.shape[1:3] == (pool5, pool5)
-    assert model.get_layer("fc6").kernel.shape[0] == pool5 * pool5 * 256
+    assert model.get_layer("fc6").kernels[0].shape[0] == pool5 * pool5 * 256
     assert model(np.zeros((1, size, size, 3), np.float32)).shape == (1, 10)
 
 

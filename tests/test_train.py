@@ -2,12 +2,21 @@
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from train_helpers import tiny_arrays, tiny_config, tiny_datasets
+from train_helpers import (
+    run_env,
+    run_train,
+    tiny_arrays,
+    tiny_config,
+    tiny_datasets,
+    write_tiny_fashion_mnist,
+)
 
+from alexnet_keras.run_dir import load_run
 from alexnet_keras.training import callbacks as cb
 from alexnet_keras.training.trainer import Datasets, run
 
@@ -48,23 +57,35 @@ def test_mirrored_on_two_logical_cpus(tmp_path):
     assert metrics["crops"] == 10
 
 
-def test_towers_places_columns_on_both_devices(tmp_path):
-    config = tiny_config(tmp_path, distribution="towers", devices=("/cpu:0", "/cpu:1"))
+@pytest.mark.slow  # Three fresh processes that import TensorFlow.
+def test_towers_run_evaluates_and_exports_on_a_one_device_machine(tmp_path):
+    """A towers run (weights pinned to two devices) works where there is only one device."""
+    model_dir = tmp_path / "run"
+    config = tiny_config(model_dir, distribution="towers", devices=("/cpu:0", "/cpu:1"))
     metrics = run(config, tf.distribute.get_strategy(), tiny_datasets(steps=2))
-    _assert_run_outputs(tmp_path, metrics, final_step=2)
-
-    from alexnet_keras.model import build_alexnet
-
-    model = build_alexnet(4, (67, 67, 3), tower_devices=("/cpu:0", "/cpu:1"))
-    for name in ("conv1", "conv2", "conv3", "conv4", "conv5"):
-        assert "CPU:0" in model.get_layer(name).kernels[0].value.device
-        assert "CPU:1" in model.get_layer(name).kernels[1].value.device
-    graph = tf.function(model).get_concrete_function(tf.zeros((1, 67, 67, 3))).graph
-    per_type = {}
-    for op in graph.get_operations():
-        per_type.setdefault(op.type, set()).add(op.device.rsplit(":", 1)[-1] if op.device else "")
-    for op_type in ("Conv2D", "Square", "MaxPool"):  # Square: the LRN columns.
-        assert {"0", "1"} <= per_type[op_type], (op_type, per_type[op_type])
+    _assert_run_outputs(model_dir, metrics, final_step=2)
+    write_tiny_fashion_mnist(tmp_path / "data", n_train=16, n_test=8)
+    env = run_env(tmp_path / "data")  # Fresh processes: no conftest split, one CPU device.
+    devices = "import tensorflow as tf; print(len(tf.config.list_logical_devices('CPU')))"
+    commands = [
+        [sys.executable, "-c", devices],
+        [sys.executable, "-m", "alexnet_keras.evaluate", f"--model_dir={model_dir}",
+         "--checkpoint=last", f"--output={tmp_path}/eval.json"],
+        [sys.executable, "-m", "alexnet_keras.cli.export", f"--model_dir={model_dir}",
+         "--checkpoint=last", f"--export_base={tmp_path}/exports", "--nowarmup"],
+    ]  # fmt: skip
+    results = [run_train(command, env) for command in commands]
+    for result in results:
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert results[0].stdout.strip() == "1"
+    with open(tmp_path / "eval.json") as f:
+        assert json.load(f)["examples"] == 8
+    images = tf.constant(tiny_arrays(n=2)[0] + 120.0)  # 0..255-ish pixels, as served.
+    served = tf.saved_model.load(str(tmp_path / "exports" / "alexnet" / "1"))
+    probabilities = served.signatures["predict_images"](images=images)["probabilities"]
+    reference = load_run(str(model_dir), "last")
+    expected = tf.nn.softmax(reference.model(images - tf.constant(reference.stats.mean_rgb)))
+    np.testing.assert_allclose(probabilities.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("precision", ["none", "bfloat16"])

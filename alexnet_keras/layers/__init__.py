@@ -4,9 +4,16 @@ Each optionally splits its work into `groups` columns pinned to `devices`, which
 paper's two GPUs each hold one column of the network (Sec. 3.2).
 """
 
-from alexnet_keras.layers.dense import Dense
+from alexnet_keras.layers.dense import ColumnDropout, Dense, GroupedDense
 from alexnet_keras.layers.grouped_conv import GroupedConv2D
 from alexnet_keras.layers.grouped_pool import GroupedMaxPool2D
 from alexnet_keras.layers.lrn import LocalResponseNormalization
 
-__all__ = ["Dense", "GroupedConv2D", "GroupedMaxPool2D", "LocalResponseNormalization"]
+__all__ = [
+    "ColumnDropout",
+    "Dense",
+    "GroupedConv2D",
+    "GroupedDense",
+    "GroupedMaxPool2D",
+    "LocalResponseNormalization",
+]

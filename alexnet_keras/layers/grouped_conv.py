@@ -19,8 +19,11 @@ class GroupedConv2D(keras.layers.Layer):
     sees all input channels and computes its share of the filters (as the paper's conv1 and conv3,
     whose two GPU halves read the whole input). Either way each group owns its own kernel and bias
     variables, so `devices` can place a group's weights and ops on its own device (the paper's
-    two-GPU layout, Sec. 3.2). Without `devices` the columns run as one (grouped) convolution.
-    With `groups=1` this is `keras.layers.Conv2D`.
+    two-GPU layout, Sec. 3.2). Without `devices` the columns run as one (grouped) convolution on
+    one tensor; with them ("towers") the layer takes and returns a list of per-column tensors and
+    runs each column's forward and backward on its device (a split_input=False layer copies the
+    other columns to each device first: the paper's exchange at conv3). Each column's kernel is its
+    own draw from `kernel_initializer`. With `groups=1` this is `keras.layers.Conv2D`.
 
     Why not `keras.layers.Conv2D(groups=...)`: Keras 3 forces XLA on grouped convolutions, and on
     CPU that trains about 7x slower for conv2's shape (1,464 ms vs ~200 ms a step, measured).
@@ -38,8 +41,10 @@ class GroupedConv2D(keras.layers.Layer):
         kernel_constraint, bias_constraint: as in `keras.layers.Conv2D`, applied per group.
         devices: optional device per group, e.g. `("/gpu:0", "/gpu:1")`.
 
-    Input shape: `(batch, height, width, channels)`.
-    Output shape: `(batch, new_height, new_width, filters)`.
+    Input shape: `(batch, height, width, channels)` (towers: that split into per-column tensors,
+    or the whole tensor for the first layer).
+    Output shape: `(batch, new_height, new_width, filters)` (towers: a list of `groups` tensors of
+    `filters / groups` channels).
 
     Example:
         >>> conv2 = GroupedConv2D(256, 5, padding="same", groups=2)
@@ -95,7 +100,8 @@ class GroupedConv2D(keras.layers.Layer):
         self.bias_constraint = keras.constraints.get(bias_constraint)
         self.devices = columns.check_devices(devices, groups)
 
-    def build(self, input_shape: tuple) -> None:
+    def build(self, input_shape: tuple | list) -> None:
+        input_shape = columns.whole_shape(input_shape)  # Towers pass one shape per column.
         channels = input_shape[-1]
         if channels is None:
             raise ValueError(
@@ -116,7 +122,7 @@ class GroupedConv2D(keras.layers.Layer):
                     self.add_weight(
                         name=f"kernel{suffix}",
                         shape=kernel_shape,
-                        initializer=self.kernel_initializer,
+                        initializer=columns.column_initializer(self.kernel_initializer, g),
                         regularizer=self.kernel_regularizer,
                         constraint=self.kernel_constraint,
                     )
@@ -126,33 +132,43 @@ class GroupedConv2D(keras.layers.Layer):
                         self.add_weight(
                             name=f"bias{suffix}",
                             shape=(self.filters // self.groups,),
-                            initializer=self.bias_initializer,
+                            initializer=columns.column_initializer(self.bias_initializer, g),
                             regularizer=self.bias_regularizer,
                             constraint=self.bias_constraint,
                         )
                     )
         self.built = True
 
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+    def call(self, inputs: tf.Tensor | list[tf.Tensor]) -> tf.Tensor | list[tf.Tensor]:
         if not self.devices:
             return self._one_op(inputs)
-        parts = columns.split_channels(inputs, self.groups) if self.split_input else None
+        if not self.split_input:  # Every column reads all columns (conv1, conv3).
+            reads = columns.read_all(inputs, self.devices)
+            return [
+                columns.on_device(device, self._column_fn(g), *reads[g])
+                for g, device in enumerate(self.devices)
+            ]
+        parts = columns.as_columns(inputs, self.groups)
         outputs = []
-        for g in range(self.groups):
-            with tf.device(self.devices[g]):
-                x = parts[g] if parts is not None else inputs
-                y = tf.nn.conv2d(
-                    x,
-                    tf.cast(self.kernels[g], x.dtype),
-                    strides=self.strides,
-                    padding=self.padding.upper(),
-                )
-                if self.use_bias:
-                    y = tf.nn.bias_add(y, tf.cast(self.biases[g], y.dtype))
-                if self.activation is not None:
-                    y = self.activation(y)  # Elementwise: applying it per group keeps it on-device.
-                outputs.append(y)
-        return outputs[0] if self.groups == 1 else tf.concat(outputs, axis=-1)
+        for g, device in enumerate(self.devices):
+            if parts is not None:
+                outputs.append(columns.on_device(device, self._column_fn(g), parts[g]))
+            else:  # A whole tensor into a grouped layer: each device takes its slice.
+                outputs.append(columns.on_device(device, self._column_fn(g, sliced=True), inputs))
+        return outputs
+
+    def _column_fn(self, g: int, sliced: bool = False) -> Callable[..., tf.Tensor]:
+        def column(*reads: tf.Tensor) -> tf.Tensor:
+            x = columns.whole(reads)
+            if sliced:
+                x = columns.split_channels(x, self.groups)[g]
+            kernel = tf.cast(self.kernels[g], x.dtype)
+            y = tf.nn.conv2d(x, kernel, strides=self.strides, padding=self.padding.upper())
+            if self.use_bias:
+                y = tf.nn.bias_add(y, tf.cast(self.biases[g], y.dtype))
+            return y if self.activation is None else self.activation(y)
+
+        return column
 
     def _one_op(self, inputs: tf.Tensor) -> tf.Tensor:
         """All columns in one convolution: TF's grouped convolution (the kernel reads C/groups
@@ -164,14 +180,18 @@ class GroupedConv2D(keras.layers.Layer):
             y = tf.nn.bias_add(y, tf.concat([tf.cast(b, y.dtype) for b in self.biases], axis=0))
         return y if self.activation is None else self.activation(y)
 
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
+    def compute_output_shape(self, input_shape: tuple | list) -> tuple | list:
+        input_shape = columns.whole_shape(input_shape)
         height = columns.conv_output_length(
             input_shape[1], self.kernel_size[0], self.strides[0], self.padding
         )
         width = columns.conv_output_length(
             input_shape[2], self.kernel_size[1], self.strides[1], self.padding
         )
-        return (input_shape[0], height, width, self.filters)
+        shape = (input_shape[0], height, width, self.filters)
+        if self.devices:
+            return [(*shape[:-1], self.filters // self.groups)] * self.groups
+        return shape
 
     def get_config(self) -> dict:
         config = super().get_config()

@@ -15,8 +15,9 @@ class GroupedMaxPool2D(keras.layers.Layer):
     """Max pooling applied per channel column, each column's op pinned to its own device.
 
     Pooling is per channel, so the result equals `keras.layers.MaxPooling2D`; the split only
-    matters for placement: it keeps each of the paper's two GPU columns on its own device
-    between conv1 and conv3 (Sec. 3.2), instead of gathering both columns on one device.
+    matters for placement: with `devices` the layer takes and returns a list of per-column tensors
+    and pools each on its own device, so between conv1 and conv3 a column never leaves its device
+    (Sec. 3.2).
 
     Args:
         pool_size: int or pair.
@@ -53,7 +54,8 @@ class GroupedMaxPool2D(keras.layers.Layer):
         self.groups = groups
         self.devices = columns.check_devices(devices, groups)
 
-    def build(self, input_shape: tuple) -> None:
+    def build(self, input_shape: tuple | list) -> None:
+        input_shape = columns.whole_shape(input_shape)  # Towers pass one shape per column.
         channels = input_shape[-1]
         if channels is not None and channels % self.groups:
             raise ValueError(
@@ -62,18 +64,25 @@ class GroupedMaxPool2D(keras.layers.Layer):
             )
         self.built = True
 
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+    def call(self, inputs: tf.Tensor | list[tf.Tensor]) -> tf.Tensor | list[tf.Tensor]:
         if not self.devices:  # Pooling is per channel: one op equals the per-column ones.
-            return tf.nn.max_pool2d(inputs, self.pool_size, self.strides, self.padding.upper())
-        outputs = []
-        for g, column in enumerate(columns.split_channels(inputs, self.groups)):
-            with tf.device(self.devices[g]):
-                outputs.append(
-                    tf.nn.max_pool2d(column, self.pool_size, self.strides, self.padding.upper())
-                )
-        return outputs[0] if self.groups == 1 else tf.concat(outputs, axis=-1)
+            return self._pool(inputs)
+        parts = columns.as_columns(inputs, self.groups) or columns.split_channels(
+            inputs, self.groups
+        )
+        return [columns.on_device(d, self._pool, part) for d, part in zip(self.devices, parts)]
 
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
+    def _pool(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.nn.max_pool2d(x, self.pool_size, self.strides, self.padding.upper())
+
+    def compute_output_shape(self, input_shape: tuple | list) -> tuple | list:
+        if columns.is_columns_shape(input_shape):
+            return [self._pooled(tuple(s)) for s in input_shape]
+        if self.devices:
+            return [self._pooled((*input_shape[:-1], input_shape[-1] // self.groups))] * self.groups
+        return self._pooled(input_shape)
+
+    def _pooled(self, input_shape: tuple) -> tuple:
         height = columns.conv_output_length(
             input_shape[1], self.pool_size[0], self.strides[0], self.padding
         )

@@ -28,9 +28,9 @@ class LocalResponseNormalization(keras.layers.Layer):
     different precisions". So the layer is safe under `mixed_float16` and `mixed_bfloat16`.
 
     With `groups > 1` the channels are split into that many columns and each is normalized on its
-    own, as on the paper's two GPUs (each GPU only sees its own kernel maps); `devices` pins each
-    column's ops. `groups=1` (the default) normalizes across all channels, as Caffe's
-    bvlc_alexnet does.
+    own, as on the paper's two GPUs (each GPU only sees its own kernel maps); with `devices` the
+    layer takes and returns a list of per-column tensors, each normalized on its own device.
+    `groups=1` (the default) normalizes across all channels, as Caffe's bvlc_alexnet does.
 
     Args:
         depth_radius: channels on each side that enter the sum (n = 2 * depth_radius + 1).
@@ -79,7 +79,8 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.groups = groups
         self.devices = columns.check_devices(devices, groups)
 
-    def build(self, input_shape: tuple) -> None:
+    def build(self, input_shape: tuple | list) -> None:
+        input_shape = columns.whole_shape(input_shape)  # Towers pass one shape per column.
         channels = input_shape[-1]
         if channels is not None and channels % self.groups:
             raise ValueError(
@@ -88,21 +89,27 @@ class LocalResponseNormalization(keras.layers.Layer):
             )
         self.built = True
 
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+    def call(self, inputs: tf.Tensor | list[tf.Tensor]) -> tf.Tensor | list[tf.Tensor]:
         if not self.devices:  # One op for all columns: a block-diagonal window keeps them apart.
             return tf.cast(self._normalize(inputs, self.groups), inputs.dtype)
-        outputs = []
-        for device, column in zip(self.devices, columns.split_channels(inputs, self.groups)):
-            with tf.device(device):
-                outputs.append(tf.cast(self._normalize(column, 1), inputs.dtype))
-        return tf.concat(outputs, axis=-1)
+        parts = columns.as_columns(inputs, self.groups) or columns.split_channels(
+            inputs, self.groups
+        )
+        return [
+            columns.on_device(device, lambda x: tf.cast(self._normalize(x, 1), x.dtype), part)
+            for device, part in zip(self.devices, parts)
+        ]
 
     def _normalize(self, x: tf.Tensor, groups: int) -> tf.Tensor:
         return local_response_normalization(
             tf.cast(x, tf.float32), self.depth_radius, self.bias, self.alpha, self.beta, groups
         )
 
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
+    def compute_output_shape(self, input_shape: tuple | list) -> tuple | list:
+        if columns.is_columns_shape(input_shape):
+            return [tuple(s) for s in input_shape]
+        if self.devices:
+            return [(*input_shape[:-1], input_shape[-1] // self.groups)] * self.groups
         return tuple(input_shape)
 
     def get_config(self) -> dict:

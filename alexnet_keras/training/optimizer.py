@@ -34,6 +34,29 @@ def _coupled_momentum_update(
     variable.assign_add(new_velocity)
 
 
+def _device(variable: keras.Variable | tf.Variable) -> str | None:
+    """The device a (non-distributed) variable lives on; None under a distribution strategy, which
+    places the copies of a mirrored variable itself."""
+    value = variable.value if isinstance(variable, keras.Variable) else variable
+    if isinstance(value, tf.distribute.DistributedValues):
+        return None
+    return value.device or None
+
+
+def _local_copy(slot: tf.Variable, variable: tf.Variable) -> tf.Variable:
+    """The copy of a (mirrored) optimizer slot on `variable`'s device.
+
+    A MirroredStrategy update runs once per replica with that replica's copy of the variable, but
+    a mirrored slot handed to a tf.function resolves to the first replica's copy in every replica:
+    the second replica then read and wrote the first one's momentum, so the replicas diverged
+    after one step (found by the mirrored-equals-one-device test).
+    """
+    if not isinstance(slot, tf.distribute.DistributedValues):
+        return slot
+    copies = tf.distribute.get_strategy().experimental_local_results(slot)
+    return next(copy for copy in copies if copy.device == variable.device)
+
+
 @keras.saving.register_keras_serializable(package="alexnet_keras")
 class PaperSGD(keras.optimizers.SGD):
     """SGD with momentum and coupled weight decay on kernels: the paper's Sec. 5 update.
@@ -72,7 +95,29 @@ class PaperSGD(keras.optimizers.SGD):
         # update_step may receive the backend's raw variable.
         self._decayed = [is_decayed(v) for v in variables]
 
+    def add_variable_from_reference(
+        self,
+        reference_variable: keras.Variable,
+        name: str | None = None,
+        initializer: str = "zeros",
+    ) -> keras.Variable:
+        """The momentum of a variable, on that variable's device (a tower's column stays there)."""
+        with tf.device(_device(reference_variable)):
+            return super().add_variable_from_reference(reference_variable, name, initializer)
+
+    def _all_reduce_sum_gradients(self, grads_and_vars: list) -> list:
+        # One replica (one device, or the towers): nothing to sum, and Keras's all-reduce would
+        # pass every gradient through one IdentityN on the first device, so a tower's gradients
+        # crossed to device 0 and back each step (measured on the executed graph).
+        if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+            return list(grads_and_vars)
+        return super()._all_reduce_sum_gradients(grads_and_vars)
+
     def update_step(self, gradient, variable, learning_rate):  # noqa: ANN001, ANN201
+        with tf.device(_device(variable)):  # The whole update next to its variable (towers).
+            return self._update_step(gradient, variable, learning_rate)
+
+    def _update_step(self, gradient, variable, learning_rate):  # noqa: ANN001, ANN202
         index = self._get_variable_index(variable)
         gradient = tf.cast(gradient, variable.dtype)
         decay = self.coupled_weight_decay if self._decayed[index] else 0.0
@@ -84,12 +129,10 @@ class PaperSGD(keras.optimizers.SGD):
         # 61M parameters that is memory-bound, ~10% of a CPU step. One fused loop reads w, g, v
         # and writes w, v: ResourceApplyKerasMomentum without decay, XLA with it (the kernel
         # plus a separate decay add was 43 ms for fc6 alone, the XLA loop 28 ms).
-        momentum = self.momentums[index].value
+        momentum = _local_copy(self.momentums[index].value, variable)
         lr = tf.cast(learning_rate, variable.dtype)
         if decay:
-            # On the variable's device: XLA cannot reach a tower's variable from another device.
-            with tf.device(variable.device):
-                _coupled_momentum_update(variable, momentum, gradient, lr, self.momentum, decay)
+            _coupled_momentum_update(variable, momentum, gradient, lr, self.momentum, decay)
             return
         tf.raw_ops.ResourceApplyKerasMomentum(
             var=variable.handle,

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import collections
+import math
+from collections.abc import Iterable
+
+import keras
 import tensorflow as tf
 from absl import logging
 
@@ -88,3 +93,25 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     task_type, task_id = resolver.task_type, resolver.task_id
     return task_type == "chief" or (task_type == "worker" and task_id == 0)
+
+
+def bytes_per_device(variables: Iterable[keras.Variable]) -> dict[str, int]:
+    """Bytes of `variables` on each device they live on, e.g. {"GPU:0": ..., "GPU:1": ...}."""
+    totals = collections.Counter()
+    for variable in variables:
+        spec = tf.DeviceSpec.from_string(variable.value.device)
+        size = math.prod(variable.shape) * tf.as_dtype(variable.dtype).size
+        totals[f"{spec.device_type}:{spec.device_index}"] += size
+    return dict(sorted(totals.items()))
+
+
+def describe_towers(model: keras.Model) -> str:
+    """Where the towers put the weights and momentum: near half on each device (Sec. 3.2)."""
+    weights = bytes_per_device(model.trainable_variables)
+    state = bytes_per_device(model.optimizer.variables)
+    parts = [
+        f"{device} {weights.get(device, 0) / 1e6:.1f} MB of weights + "
+        f"{state.get(device, 0) / 1e6:.1f} MB of optimizer state"
+        for device in sorted(set(weights) | set(state))
+    ]
+    return "Towers: " + "; ".join(parts) + "."

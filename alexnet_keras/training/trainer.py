@@ -174,6 +174,8 @@ def _run(
     with strategy.scope():
         model = compile_alexnet(config, len(datasets.class_names), towers, replicas)
         optimizer = model.optimizer
+    if towers:
+        logging.info(strategies.describe_towers(model))
 
     # Under multi-worker training every worker saves (saving is collective), the non-chief ones
     # into a throwaway directory.

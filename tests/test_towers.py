@@ -1,0 +1,187 @@
+"""The paper's two columns on two devices (Sec. 3.2), checked where it takes effect.
+
+Every check reads the executed graph of a real Keras training step on two logical CPUs with soft
+placement off (TF's debugger, tests/executed_placement.py): which device each op ran on, forward
+and backward, and every tensor that crossed between the devices.
+"""
+
+import collections
+import re
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from executed_placement import trace
+
+from alexnet_keras.config import TrainConfig
+from alexnet_keras.model import build_alexnet
+from alexnet_keras.training import strategies, trainer
+
+TOWERS = ("/cpu:0", "/cpu:1")
+SIZE, BATCH, CLASSES = 67, 4, 10
+HEAVY = (
+    "Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul", "MaxPool", "MaxPoolGrad",
+    "Relu", "ReluGrad", "BiasAddGrad",
+)  # fmt: skip
+SMALL = dict(kernel_initializer="he_normal", bias_initializer="zeros", input_scale=1 / 64)
+
+
+def _config(**overrides):
+    values = dict(
+        image_size=SIZE, batch_size=BATCH, distribution="towers", devices=TOWERS,
+        mixed_precision="none", **SMALL,
+    )  # fmt: skip
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _batch(n=BATCH, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.normal(0, 50, (n, SIZE, SIZE, 3)).astype(np.float32)
+    return images, (np.arange(n) % CLASSES).astype(np.int32)
+
+
+@pytest.fixture(scope="module")
+def towers_step(tmp_path_factory):
+    """One towers training step of the real compiled model, traced on the executed graph."""
+    model = trainer.compile_alexnet(_config(), CLASSES, TOWERS, replicas=1)
+    data = tf.data.Dataset.from_tensors(_batch()).repeat()
+    placement = trace(
+        lambda: model.fit(data, steps_per_epoch=1, verbose=0),
+        dump_root=str(tmp_path_factory.mktemp("dump")),
+    )
+    return model, placement
+
+
+def test_every_heavy_op_family_runs_half_on_each_device(towers_step):
+    _, placement = towers_step
+    counts = placement.devices_by_type()
+    for op_type, shares in placement.work_by_type(HEAVY).items():
+        assert set(shares) == {"CPU:0", "CPU:1"}, op_type
+        assert shares["CPU:0"] == pytest.approx(0.5, abs=0.02), (op_type, shares)
+        assert counts[op_type]["CPU:0"] == counts[op_type]["CPU:1"], (op_type, counts[op_type])
+    assert counts["Conv2DBackpropFilter"] == {"CPU:0": 5, "CPU:1": 5}
+    # conv2-conv5 need input gradients. TF's Conv2D gradient also builds conv1's, which feeds
+    # nothing and is pruned at run time (only the debugger's instrumentation keeps it alive).
+    consumed = {producer for producer, _, _ in placement.edges}
+    live = collections.Counter(
+        op.device
+        for i, op in enumerate(placement.ops)
+        if op.type == "Conv2DBackpropInput" and i in consumed
+    )
+    assert live == {"CPU:0": 4, "CPU:1": 4}
+
+
+def test_updates_run_next_to_their_variables(towers_step):
+    model, placement = towers_step
+    for variable in model.trainable_variables:
+        column = variable.path.rsplit("_", 1)[-1]
+        assert variable.value.device.endswith(f"CPU:{column}"), variable.path
+    for momentum in model.optimizer.momentums:
+        assert momentum.value.device.endswith(f"CPU:{momentum.path.rsplit('_', 2)[-2]}")
+    updates = placement.devices_by_type()
+    applied = updates["ResourceApplyKerasMomentum"] + updates["PartitionedCall"]
+    assert applied["CPU:0"] == applied["CPU:1"]  # Biases fused kernel, kernels the XLA update.
+    assert strategies.bytes_per_device(model.trainable_variables) == {
+        "CPU:0": model.count_params() * 2,  # Exactly half of the float32 weights each.
+        "CPU:1": model.count_params() * 2,
+    }
+
+
+def _layer(op_name):
+    found = re.search(r"/(input_scale|conv\d|lrn\d|pool\d|fc\d|drop\d)_?\d*/", op_name)
+    return found.group(1) if found else op_name
+
+
+def test_only_the_papers_exchanges_cross_devices(towers_step):
+    """Sec. 3.2: the columns meet at conv3's input and the fc layers; the images feed both."""
+    _, placement = towers_step
+    sent = collections.Counter()  # TF sends a tensor once to each device that reads it.
+    seen = set()
+    for c in placement.crossings():
+        if c.nbytes <= 64 or (c.producer.name, c.slot, c.consumer.device) in seen:
+            continue  # Scalars (learning rate, dropout seeds); a tensor already counted.
+        seen.add((c.producer.name, c.slot, c.consumer.device))
+        backward = c.producer.name.startswith("gradient_tape/")
+        # A forward exchange is read by the next layer; its gradient comes from that layer.
+        layer = _layer(c.producer.name if backward else c.consumer.name)
+        assert layer in {"conv1", "conv3", "fc6", "fc7", "fc8"}, (c.producer.name, c.consumer)
+        assert layer != "conv1" or _layer(c.producer.name) == "input_scale"  # The images.
+        kind = "images" if layer == "conv1" else "backward" if backward else "forward"
+        sent[kind, c.consumer.device] += c.nbytes
+    f = 4  # Bytes per float32; at 67x67 pool2 is 3x3 and pool5 1x1.
+    exchange = BATCH * f * (3 * 3 * 128 + 1 * 1 * 128 + 2048 + 2048)  # pool2, pool5, drop6, 7.
+    logits = BATCH * f * CLASSES // 2  # Column 1's logits to device 0, their gradient back.
+    assert dict(sent) == {
+        ("images", "CPU:1"): BATCH * SIZE * SIZE * 3 * f,
+        ("forward", "CPU:0"): exchange + logits,
+        ("forward", "CPU:1"): exchange,
+        ("backward", "CPU:0"): exchange,
+        ("backward", "CPU:1"): exchange + logits,
+    }
+    total = sum(sent.values())
+    assert total <= placement.crossing_bytes() <= total + 8 * 64  # Plus a few scalars.
+
+
+def test_towers_equal_one_device_logits_and_gradients():
+    kwargs = dict(num_classes=CLASSES, input_shape=(SIZE, SIZE, 3), dropout=0.0, seed=5, **SMALL)
+    one, towers = build_alexnet(**kwargs), build_alexnet(tower_devices=TOWERS, **kwargs)
+    towers.set_weights(one.get_weights())
+    images, labels = _batch()
+
+    @tf.function
+    def loss_and_grads(model):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+        return logits, tape.gradient(loss, model.trainable_variables)
+
+    logits_one, grads_one = loss_and_grads(one)
+    logits_towers, grads_towers = loss_and_grads(towers)
+    # The same ops in another grouping: equal to float32 rounding (measured <= 1e-7 absolute).
+    np.testing.assert_allclose(logits_towers.numpy(), logits_one.numpy(), rtol=1e-6, atol=1e-6)
+    for variable, a, b in zip(one.trainable_variables, grads_one, grads_towers):
+        np.testing.assert_allclose(
+            b.numpy(), a.numpy(), rtol=1e-5, atol=1e-6, err_msg=variable.path
+        )
+
+
+def test_mirrored_step_equals_one_device_step_on_the_global_batch():
+    """Two replicas of 4 images each take the step one device takes on the 8 together: every
+    replica's copy of the weights and of the momentum ends equal to the one-device values."""
+    images, labels = _batch(8, seed=1)
+    config = _config(distribution="one_device", devices=(), batch_size=8, dropout=0.0)
+    states = {}
+    for name, strategy in (
+        ("one", tf.distribute.OneDeviceStrategy("/cpu:0")),
+        ("mirrored", tf.distribute.MirroredStrategy(TOWERS)),
+    ):
+        with strategy.scope():
+            keras.utils.set_random_seed(7)
+            model = trainer.compile_alexnet(config, CLASSES, None, strategy.num_replicas_in_sync)
+        model.fit(tf.data.Dataset.from_tensors((images, labels)), epochs=1, verbose=0)
+        variables = [*model.trainable_variables, *model.optimizer.momentums]
+        states[name] = [
+            [copy.numpy() for copy in strategy.experimental_local_results(v.value)]
+            for v in variables
+        ]
+    assert all(len(copies) == 2 for copies in states["mirrored"])
+    for (one,), mirrored in zip(states["one"], states["mirrored"]):
+        for copy in mirrored:
+            np.testing.assert_allclose(copy, one, rtol=1e-5, atol=1e-8)
+    momentum = states["one"][len(states["one"]) // 2][0]
+    assert np.abs(momentum).max() > 1e-5  # The step did move the weights.
+
+
+@pytest.mark.parametrize(
+    "distribution,devices,match",
+    [
+        ("towers", ("/cpu:0", "/cpu:7"), "/cpu:7 does not exist.*--logical_devices=2"),
+        ("towers", ("/cpu:0",), "needs two devices|exactly two devices"),
+    ],
+)
+def test_towers_needs_two_existing_devices(distribution, devices, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(distribution=distribution, devices=devices)
+        strategies.make_strategy(distribution, devices)
