@@ -13,6 +13,11 @@ import os
 from alexnet_keras import constants
 
 DEFAULT_MODEL_DIR = os.path.join("runs", "alexnet")  # Where train writes and export reads.
+# The network: the paper's (Fig. 2) or torchvision's "one weird trick" variant (for its weights).
+ARCHITECTURES = ("paper", "torchvision")
+# LRN's formula: the paper's (k=2, alpha not divided by n, within a column) or Caffe's (k=1,
+# alpha divided by n, across both columns), which bvlc_alexnet's weights were trained with.
+LRN_FORMS = ("paper", "caffe")
 DISTRIBUTIONS = ("auto", "one_device", "mirrored", "towers", "multi_worker")
 MIXED_PRECISIONS = ("auto", "none", "float16", "bfloat16")
 LR_SCHEDULES = ("plateau", "step", "constant")
@@ -47,6 +52,8 @@ class TrainConfig:
     input_scale: float = 1.0
     groups: int = 2
     use_lrn: bool = True
+    architecture: str = "paper"
+    lrn_form: str = "paper"
     kernel_initializer: str = "paper"
     bias_initializer: str = "paper"
     augment: bool = True
@@ -66,6 +73,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_positive(self, "image_size", "batch_size", "epochs", "checkpoint_every_steps")
         _check_positive(self, "steps_per_epoch", "validation_steps", "resize_size", optional=True)
+        _check_choice(self, "architecture", ARCHITECTURES)
+        _check_choice(self, "lrn_form", LRN_FORMS)
         _check_choice(self, "distribution", DISTRIBUTIONS)
         _check_choice(self, "mixed_precision", MIXED_PRECISIONS)
         _check_choice(self, "lr_schedule", LR_SCHEDULES)
@@ -122,6 +131,8 @@ class TrainConfig:
             dropout=self.dropout,
             groups=self.groups,
             use_lrn=self.use_lrn,
+            architecture=self.architecture,
+            lrn_form=self.lrn_form,
             kernel_initializer=self.kernel_initializer,
             bias_initializer=self.bias_initializer,
             seed=self.seed,

@@ -39,6 +39,8 @@ def build_alexnet(
     dropout: float = 0.5,
     groups: int = 2,
     use_lrn: bool = True,
+    architecture: str = "paper",
+    lrn_form: str = "paper",
     tower_devices: Sequence[str] | None = None,
     kernel_initializer: str = "paper",
     bias_initializer: str = "paper",
@@ -69,6 +71,8 @@ def build_alexnet(
         dropout: rate of drop6 and drop7 (paper: 0.5).
         groups: 1 or 2 columns (2 = paper).
         use_lrn: whether lrn1 and lrn2 are present (identity layers are not inserted).
+        architecture: "paper" (Fig. 2); "torchvision" is reserved for torchvision's variant.
+        lrn_form: "paper"; "caffe" is reserved for Caffe's LRN formula.
         tower_devices: optional device per column.
         kernel_initializer: "paper" (N(0, 0.01)), "he_normal" or "glorot_uniform".
         bias_initializer: "paper" (1 in conv2, conv4, conv5, fc6, fc7; 0 elsewhere) or "zeros".
@@ -94,6 +98,11 @@ def build_alexnet(
         )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
+    if architecture != "paper" or lrn_form != "paper":
+        raise ValueError(
+            "Only architecture='paper' with lrn_form='paper' is built so far. Received: "
+            f"architecture={architecture!r}, lrn_form={lrn_form!r}"
+        )
     if groups not in (1, 2):
         raise ValueError(f"`groups` must be 1 or 2. Received: groups={groups}")
     if kernel_initializer not in KERNEL_INITIALIZERS:
