@@ -110,6 +110,19 @@ class TrainConfig:
             _fail("groups", self.groups, "2 with --distribution=towers (one column per device)")
         if self.distribution == "towers" and self.devices and len(self.devices) != 2:
             _fail("devices", ",".join(self.devices), "exactly two devices for towers")
+        if self.architecture == "torchvision" and self.groups != 1:
+            _fail("groups", self.groups, "1 with --architecture=torchvision (one column)")
+        if self.architecture == "torchvision" and self.use_lrn:
+            _fail("use_lrn", self.use_lrn, "False (--nouse_lrn) with --architecture=torchvision")
+        if self.lrn_form == "caffe" and not self.use_lrn:
+            _fail("lrn_form", self.lrn_form, "paper with --nouse_lrn (there is no LRN to choose)")
+        if self.lrn_form == "caffe" and self.distribution == "towers":
+            _fail(
+                "lrn_form",
+                self.lrn_form,
+                "paper with --distribution=towers: Caffe's LRN normalizes across both columns, an "
+                "exchange between the tower devices that the paper's layout never made",
+            )
         if len(set(self.devices)) != len(self.devices):
             _fail("devices", ",".join(self.devices), "distinct devices")
         if self.distribution == "mirrored" and self.devices and self.batch_size % len(self.devices):

@@ -1,4 +1,6 @@
-"""The paper's AlexNet (Krizhevsky et al., 2012, Sec. 3, Fig. 2) as a functional Keras model."""
+"""The paper's AlexNet (Krizhevsky et al., 2012, Sec. 3, Fig. 2) as a functional Keras model, and
+the two published variants whose weights can be imported: Caffe's bvlc_alexnet (the paper's net
+with Caffe's LRN) and torchvision's alexnet() (Krizhevsky 2014, "One weird trick")."""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ from collections.abc import Callable, Sequence
 import keras
 
 from alexnet_keras import constants
+from alexnet_keras.config import ARCHITECTURES, LRN_FORMS
 from alexnet_keras.layers import (
+    AdaptiveAveragePooling2D,
     ColumnDropout,
     GroupedConv2D,
     GroupedDense,
@@ -19,6 +23,13 @@ from alexnet_keras.layers import (
 LAYER_NAMES = (
     "conv1", "lrn1", "pool1", "conv2", "lrn2", "pool2", "conv3", "conv4", "conv5", "pool5",
     "fc6", "drop6", "fc7", "drop7", "fc8",
+)  # fmt: skip
+# torchvision's alexnet(): no LRN; `avgpool` is its AdaptiveAvgPool2d((6, 6)); its classifier drops
+# out BEFORE fc6 and fc7, so "dropN" drops layer N's output: drop5 pool5's (via avgpool), drop6
+# fc6's (the paper's drop6 too), and nothing drops fc7's.
+TORCHVISION_LAYER_NAMES = (
+    "conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "avgpool",
+    "drop5", "fc6", "drop6", "fc7", "fc8",
 )  # fmt: skip
 KERNEL_INITIALIZERS = ("paper", "he_normal", "glorot_uniform")
 BIAS_INITIALIZERS = ("paper", "zeros")
@@ -35,7 +46,7 @@ def _kernel_initializer(name: str, seed: int | None, index: int) -> keras.initia
 
 def build_alexnet(
     num_classes: int = constants.NUM_CLASSES,
-    input_shape: Sequence[int] = (constants.IMAGE_SIZE, constants.IMAGE_SIZE, 3),
+    input_shape: Sequence[int] | None = None,
     dropout: float = 0.5,
     groups: int = 2,
     use_lrn: bool = True,
@@ -48,7 +59,8 @@ def build_alexnet(
     input_scale: float = 1.0,
     name: str = "alexnet",
 ) -> keras.Model:
-    """Builds the paper's AlexNet; the model outputs float32 logits (serving adds the softmax).
+    """Builds the paper's AlexNet or a published variant; the model outputs float32 logits
+    (serving adds the softmax).
 
     Why 227 and not 224: the paper says 224x224x3, but conv1 (11x11, stride 4, no padding) maps
     224 to 54.25, not the 55x55x96 the paper reports; 227 gives exactly (227 - 11) / 4 + 1 = 55,
@@ -65,14 +77,26 @@ def build_alexnet(
     grouped layers). `tower_devices` places column g, forward and backward, on `tower_devices[g]`
     (the paper's model parallelism; layers then exchange per-column tensor lists).
 
+    `lrn_form="caffe"` is Caffe's bvlc_alexnet: the paper's net with Caffe's LRN (k=1, alpha 1e-4
+    divided by n=5, beta 0.75) across ALL channels of both columns, as bvlc_alexnet ran on one GPU;
+    convolutions keep the paper's grouping. 60,965,224 parameters. Under `tower_devices` that LRN
+    would need an exchange between the columns the paper never made, so it is refused.
+
+    `architecture="torchvision"` is torchvision's `alexnet()`: conv1 64@11x11/4 padding 2, pool,
+    conv2 192@5x5 padding 2, pool, conv3 384, conv4 256, conv5 256 (3x3, padding 1), pool5,
+    adaptive average pooling to 6x6 (`avgpool`), then dropout, fc6, dropout, fc7, fc8; ReLU after
+    every conv and fc6/fc7, no LRN, one column (`groups=1`, `use_lrn=False` must be passed).
+    Default input 224 (55x55 after conv1, 6x6 at pool5); 61,100,840 parameters with 1000 classes.
+    Layer names: `TORCHVISION_LAYER_NAMES`.
+
     Args:
         num_classes: size of fc8.
-        input_shape: `(size, size, 3)`, size >= 67.
-        dropout: rate of drop6 and drop7 (paper: 0.5).
+        input_shape: `(size, size, 3)`, size >= 67; default 227 (paper), 224 (torchvision).
+        dropout: rate of drop6 and drop7 (torchvision: drop5 and drop6); paper: 0.5.
         groups: 1 or 2 columns (2 = paper).
         use_lrn: whether lrn1 and lrn2 are present (identity layers are not inserted).
-        architecture: "paper" (Fig. 2); "torchvision" is reserved for torchvision's variant.
-        lrn_form: "paper"; "caffe" is reserved for Caffe's LRN formula.
+        architecture: "paper" (Fig. 2) or "torchvision".
+        lrn_form: "paper" (Sec. 3.3, within a column) or "caffe" (bvlc_alexnet's).
         tower_devices: optional device per column.
         kernel_initializer: "paper" (N(0, 0.01)), "he_normal" or "glorot_uniform".
         bias_initializer: "paper" (1 in conv2, conv4, conv5, fc6, fc7; 0 elsewhere) or "zeros".
@@ -82,6 +106,17 @@ def build_alexnet(
             model, so serving applies it too.
         name: model name.
     """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"`architecture` must be one of {ARCHITECTURES}. "
+            f"Received: architecture={architecture!r}"
+        )
+    if lrn_form not in LRN_FORMS:
+        raise ValueError(f"`lrn_form` must be one of {LRN_FORMS}. Received: lrn_form={lrn_form!r}")
+    torchvision = architecture == "torchvision"
+    if input_shape is None:
+        size = constants.TORCHVISION_IMAGE_SIZE if torchvision else constants.IMAGE_SIZE
+        input_shape = (size, size, 3)
     input_shape = tuple(input_shape)
     if len(input_shape) != 3 or input_shape[0] != input_shape[1] or input_shape[2] != 3:
         raise ValueError(
@@ -98,13 +133,26 @@ def build_alexnet(
         )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
-    if architecture != "paper" or lrn_form != "paper":
-        raise ValueError(
-            "Only architecture='paper' with lrn_form='paper' is built so far. Received: "
-            f"architecture={architecture!r}, lrn_form={lrn_form!r}"
-        )
     if groups not in (1, 2):
         raise ValueError(f"`groups` must be 1 or 2. Received: groups={groups}")
+    if torchvision and (groups != 1 or use_lrn or tower_devices is not None):
+        raise ValueError(
+            "architecture='torchvision' is one column without LRN: pass groups=1, use_lrn=False "
+            f"and no tower_devices. Received: groups={groups}, use_lrn={use_lrn}, "
+            f"tower_devices={tower_devices}"
+        )
+    if lrn_form == "caffe" and not use_lrn:
+        raise ValueError(
+            f"lrn_form='caffe' chooses the LRN formula, so it needs use_lrn=True. Received: "
+            f"use_lrn={use_lrn}"
+        )
+    if lrn_form == "caffe" and groups > 1 and tower_devices is not None:
+        raise ValueError(
+            "lrn_form='caffe' normalizes across both columns, which under tower_devices needs an "
+            "exchange between the devices at lrn1 and lrn2 that the paper's layout never made "
+            "(Sec. 3.2); build it without tower_devices (one device or data parallel). "
+            f"Received: tower_devices={tower_devices}"
+        )
     if kernel_initializer not in KERNEL_INITIALIZERS:
         raise ValueError(
             f"`kernel_initializer` must be one of {KERNEL_INITIALIZERS}. "
@@ -136,7 +184,7 @@ def build_alexnet(
         filters: int,
         size: int,
         strides: int = 1,
-        padding: str = "same",
+        padding: str | int = "same",
         split_input: bool = True,
     ) -> GroupedConv2D:
         return GroupedConv2D(
@@ -152,6 +200,12 @@ def build_alexnet(
     def lrn(layer_name: str) -> Callable:
         if not use_lrn:
             return lambda x: x
+        if lrn_form == "caffe":  # Our alpha is not divided by n, Caffe's is.
+            return LocalResponseNormalization(
+                constants.CAFFE_LRN_DEPTH_RADIUS, constants.CAFFE_LRN_K,
+                constants.CAFFE_LRN_ALPHA / constants.CAFFE_LRN_LOCAL_SIZE,
+                constants.CAFFE_LRN_BETA, groups=1, devices=devices, name=layer_name,
+            )  # fmt: skip
         return LocalResponseNormalization(groups=groups, devices=devices, name=layer_name)
 
     def pool(layer_name: str) -> GroupedMaxPool2D:
@@ -163,6 +217,20 @@ def build_alexnet(
     x = images
     if input_scale != 1.0:
         x = keras.layers.Rescaling(input_scale, name="input_scale")(x)
+    if torchvision:
+        # torchvision/models/alexnet.py. Its paddings 2 and 1 of the stride-1 convs are "same";
+        # conv1's padding 2 at stride 4 is not (same would give 56 at 224, torch 55).
+        x = pool("pool1")(conv("conv1", 64, 11, strides=4, padding=2)(x))
+        x = pool("pool2")(conv("conv2", 192, 5)(x))
+        x = conv("conv5", 256, 3)(conv("conv4", 256, 3)(conv("conv3", 384, 3)(x)))
+        x = pool("pool5")(x)
+        x = AdaptiveAveragePooling2D(constants.TORCHVISION_POOLED_SIZE, name="avgpool")(x)
+        x = ColumnDropout(dropout, name="drop5")(x)
+        x = dense("fc6", 4096, activation="relu")(x)
+        x = ColumnDropout(dropout, name="drop6")(x)
+        x = dense("fc7", 4096, activation="relu")(x)
+        logits = dense("fc8", num_classes, dtype="float32")(x)
+        return keras.Model(images, logits, name=name)
     # conv1 and conv3 read their whole input in both columns, so they are not grouped (Fig. 2).
     x = conv("conv1", 96, 11, strides=4, padding="valid", split_input=False)(x)
     x = pool("pool1")(lrn("lrn1")(x))

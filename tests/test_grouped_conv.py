@@ -171,3 +171,85 @@ def test_input_channels_not_divisible():
         GroupedConv2D(8, 3, groups=2)(np.zeros((1, 5, 5, 3), np.float32))
     with pytest.raises(ValueError, match="groups"):
         GroupedMaxPool2D(groups=2)(np.zeros((1, 5, 5, 3), np.float32))
+
+
+def reference_explicit_padding_conv(x, kernels, biases, strides, padding):
+    """Independent reference: per group, TF's Conv2D with an explicit padding list (ungrouped, so
+    it has a CPU gradient)."""
+    rows, cols = padding
+    paddings = [[0, 0], [rows, rows], [cols, cols], [0, 0]]
+    parts = tf.split(x, len(kernels), axis=-1)
+    outs = [tf.nn.conv2d(p, k, strides, paddings) + b for p, k, b in zip(parts, kernels, biases)]
+    return tf.concat(outs, axis=-1)
+
+
+@pytest.mark.parametrize("pinned", [False, True])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("padding,pair", [(2, (2, 2)), ((1, 3), (1, 3)), ([0, 1], (0, 1))])
+def test_explicit_padding_forward_and_gradients(groups, padding, pair, pinned):
+    """torch-style integer padding (torchvision's conv1: 11x11, stride 4, padding 2)."""
+    rng = np.random.default_rng(groups * 10 + pair[1])
+    x = tf.constant(rng.normal(size=(2, 23, 21, 4)), tf.float32)
+    devices = ["/cpu:0", "/cpu:1"][:groups] if pinned else None
+    layer = GroupedConv2D(
+        8, (5, 3), strides=(4, 2), padding=padding, groups=groups, devices=devices
+    )
+    layer.build(x.shape)
+    assert layer.padding == pair
+    for v in layer.weights:
+        v.assign(rng.normal(size=v.shape).astype(np.float32))
+    kernels = [tf.identity(k) for k in layer.kernels]
+    biases = [tf.identity(b) for b in layer.biases]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, *kernels, *biases])
+        ours = columns.whole(layer(x))
+        ref = reference_explicit_padding_conv(x, kernels, biases, (4, 2), pair)
+        upstream = tf.constant(rng.normal(size=ref.shape), tf.float32)
+        loss_ours = tf.reduce_sum(ours * upstream)
+        loss_ref = tf.reduce_sum(ref * upstream)
+    expected_shape = (2, (23 + 2 * pair[0] - 5) // 4 + 1, (21 + 2 * pair[1] - 3) // 2 + 1, 8)
+    assert ours.shape == ref.shape == expected_shape
+    assert columns.whole_shape(layer.compute_output_shape((2, 23, 21, 4))) == expected_shape
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-4, atol=1e-4)
+    grads_ref = tape.gradient(loss_ref, [x] + [w for kb in zip(kernels, biases) for w in kb])
+    grads_ours = tape.gradient(loss_ours, [x, *layer.trainable_weights])
+    for g_ours, g_ref in zip(grads_ours, grads_ref):
+        np.testing.assert_allclose(g_ours.numpy(), g_ref.numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_explicit_padding_is_not_same_at_stride_4():
+    """torchvision's conv1 at 224: torch's padding 2 gives 55 outputs, TF's "same" 56."""
+    shape = (None, 224, 224, 3)
+    torch_style = GroupedConv2D(64, 11, strides=4, padding=2, groups=1)
+    same = GroupedConv2D(64, 11, strides=4, padding="same", groups=1)
+    assert torch_style.compute_output_shape(shape) == (None, 55, 55, 64)
+    assert same.compute_output_shape(shape) == (None, 56, 56, 64)
+    assert torch_style(tf.zeros((1, 224, 224, 3))).shape == (1, 55, 55, 64)
+    assert GroupedConv2D(8, 3, padding=0).compute_output_shape((None, 9, 9, 4)) == (
+        GroupedConv2D(8, 3, padding="valid").compute_output_shape((None, 9, 9, 4))
+    )
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_explicit_padding_traced_and_saved(tmp_path, jit):
+    x = np.random.default_rng(5).normal(size=(2, 15, 15, 4)).astype(np.float32)
+    layer = GroupedConv2D(8, 5, strides=2, padding=(2, 1), groups=2, name="c")
+    eager = layer(x).numpy()
+    np.testing.assert_allclose(tf.function(layer, jit_compile=jit)(x).numpy(), eager, atol=1e-5)
+    config = layer.get_config()
+    assert config["padding"] == (2, 1)
+    revived = keras.saving.deserialize_keras_object(
+        json.loads(json.dumps(keras.saving.serialize_keras_object(layer)))
+    )
+    assert revived.padding == (2, 1) and revived.get_config() == config
+    inputs = keras.Input((15, 15, 4))
+    model = keras.Model(inputs, layer(inputs))
+    model.save(tmp_path / "padded.keras")
+    reloaded = keras.saving.load_model(tmp_path / "padded.keras")
+    np.testing.assert_array_equal(reloaded(x).numpy(), eager)
+
+
+@pytest.mark.parametrize("padding", [-1, (1, 2, 3), (1, -2), True, 1.5, "full"])
+def test_bad_explicit_padding(padding):
+    with pytest.raises(ValueError, match=r"`padding` must be .*Received: padding="):
+        GroupedConv2D(8, 3, padding=padding)
