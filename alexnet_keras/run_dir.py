@@ -7,6 +7,7 @@ Training writes it, and evaluate, export, predict, the pictures and the weight i
     stats.json         the mean/PCA the run used         best.keras / last.keras  the network
     history.csv        one row per epoch                 checkpoints/      resumable TF checkpoints
     lr_state.json      validation errors per epoch       metrics.json      the final evaluation
+    run.json           the data seed and the precision the run computes in
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ CLASS_NAMES_FILE = "class_names.json"
 STATS_FILE = "stats.json"
 HISTORY_FILE = "history.csv"
 LR_STATE_FILE = "lr_state.json"
+RUN_STATE_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 BEST_FILE = "best.keras"
 LAST_FILE = "last.keras"

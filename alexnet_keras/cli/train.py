@@ -108,6 +108,20 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("groups", _D.groups, "2: the paper's two-column net; 1: one column.", **fv)
     flags.DEFINE_bool("use_lrn", _D.use_lrn, "Local response normalization (paper: on).", **fv)
     flags.DEFINE_enum(
+        "architecture",
+        _D.architecture,
+        config_lib.ARCHITECTURES,
+        "paper: Fig. 2; torchvision: torchvision's one-column variant (fine-tuning its weights).",
+        **fv,
+    )
+    flags.DEFINE_enum(
+        "lrn_form",
+        _D.lrn_form,
+        config_lib.LRN_FORMS,
+        "paper: k=2, alpha 1e-4, within a column (Sec. 3.3); caffe: bvlc_alexnet's k=1, alpha/n.",
+        **fv,
+    )
+    flags.DEFINE_enum(
         "kernel_initializer",
         _D.kernel_initializer,
         config_lib.KERNEL_INITIALIZERS,
@@ -186,6 +200,19 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     )
 
 
+def define_run_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Flags of the command that are not part of the recorded run (not in TrainConfig)."""
+    flags.DEFINE_list(
+        "allow_changes",
+        [],
+        "Resuming into a --model_dir recorded with other values of these flags continues that run "
+        "with the new values (any of: epochs, ten_crop_eval, final_checkpoint, validation_steps, "
+        "plateau_patience, max_lr_drops, lr_boundaries, mixed_precision). Other changes need a "
+        "new --model_dir.",
+        flag_values=flag_values,
+    )
+
+
 def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> config_lib.TrainConfig:
     """The one conversion of parsed flags into the frozen, validated config."""
     values = {}
@@ -215,12 +242,12 @@ def _main(argv: list[str]) -> None:
         split_logical_devices(config.logical_devices)
     from alexnet_keras.training.trainer import run
 
-    run(config)
+    run(config, allow_changes=flags.FLAGS.allow_changes)
 
 
 def main() -> None:
     """`python -m alexnet_keras.train` and the console script `alexnet-train`."""
-    common.run(define_flags, _main)
+    common.run(lambda: (define_flags(), define_run_flags()), _main)
 
 
 if __name__ == "__main__":

@@ -93,8 +93,14 @@ def _with_previous_key(ds: tf.data.Dataset, finite: bool) -> tf.data.Dataset:
     return ds.scan((tf.constant(0, tf.int64), tf.constant(_START_KEY)), attach)
 
 
-def _count_gaps(ds: tf.data.Dataset, bad_log: BadImageLog, strict: bool) -> tf.data.Dataset:
-    """Scans (index, previous key, payload) survivors of ignore_errors; records/raises on gaps."""
+def _count_gaps(
+    ds: tf.data.Dataset, bad_log: BadImageLog, strict: bool, fill: bool = False
+) -> tf.data.Dataset:
+    """Scans (index, previous key, payload) survivors of ignore_errors; records/raises on gaps.
+
+    With `fill`, a survivor after a gap is repeated once per missing example, so the stream keeps
+    one element per input example (the training stream's positions stay the step's positions).
+    """
 
     def step(expected: tf.Tensor, element: tuple) -> tuple:
         index, previous_key, payload = element
@@ -123,10 +129,16 @@ def _count_gaps(ds: tf.data.Dataset, bad_log: BadImageLog, strict: bool) -> tf.d
 
         done = tf.cond(missing > 0, report, lambda: missing)
         with tf.control_dependencies([done]):
+            if fill:
+                payload = tf.nest.map_structure(
+                    lambda t: tf.repeat(t[None], missing + 1, 0), payload
+                )
             return index + 1, payload
 
     ds = ds.scan(tf.constant(0, tf.int64), step)
-    return ds.map(_raise_on_gap) if strict else ds
+    if strict:
+        return ds.map(_raise_on_gap)
+    return ds.unbatch() if fill else ds
 
 
 def _raise_on_gap(
@@ -161,7 +173,8 @@ def guarded_map(
     """Parallel ds.map(map_fn) over (example, random) pairs that skips and records failures.
 
     Order is kept (needed to see the gaps), which measured no slower than an unordered map here.
-    An endless (repeated) dataset has no last example, so it skips the sentinel and its filter.
+    An endless (training) dataset has no last example, so it skips the sentinel and its filter,
+    and fills each failed example's place with the next good one (see `_count_gaps`).
     """
     finite = tf.get_static_value(ds.cardinality()) != tf.data.INFINITE_CARDINALITY
     ds = _with_previous_key(ds, finite)
@@ -177,5 +190,5 @@ def guarded_map(
     # In-order delivery stalls behind a slow (large) image: AUTOTUNE kept ~1 of 2 cores busy on
     # photos of mixed sizes (62% of raw decode vs 79-82% with 2-4 calls in flight per core).
     ds = ds.map(numbered, num_parallel_calls=_IN_FLIGHT_PER_CORE * _cores(), deterministic=True)
-    ds = _count_gaps(ds.ignore_errors(), bad_log, strict)
+    ds = _count_gaps(ds.ignore_errors(), bad_log, strict, fill=not finite)
     return ds.filter(_not_sentinel).map(_drop_sentinel_flag) if finite else ds

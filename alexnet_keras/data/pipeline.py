@@ -1,30 +1,35 @@
-"""tf.data input pipelines for training and evaluation: source -> shuffle -> preprocess -> batch.
+"""tf.data input pipelines for training and evaluation: source -> order -> preprocess -> batch.
 
-    ds = build_dataset("imagenet2012", "train", batch_size=128, training=True,
-                       manual_dir="/data/ilsvrc")
-    # yields (images float32 [128, 227, 227, 3], labels int32 [128])
+    ds = build_dataset("imagenet2012", "train", batch_size=128, training=True, seed=run_seed,
+                       start=step * 128, manual_dir="/data/ilsvrc")
+    # yields (images float32 [128, 227, 227, 3], labels int32 [128]), forever
+
+Training reads the endless stream of `order.training_stream`: passes over the split, each a fresh
+permutation drawn from (seed, pass), and example p of the stream is a pure function of (seed, p).
+Every random crop/flip/lighting draw is keyed by (seed, p) too, so a run restarted at the position
+its checkpoint recorded continues exactly where it stopped. Evaluation reads the split once, in
+stored order (predictions match files).
 
 Distribution: call it from `strategy.distribute_datasets_from_function(lambda ctx: build_dataset(
-..., batch_size=ctx.get_per_replica_batch_size(global_batch), input_context=ctx))`; each worker then
-reads only its shard of the files and batches per replica. Map parallelism and prefetch are
-AUTOTUNEd.
-
-Determinism: with `deterministic=True` and a `seed`, file order, shuffle order and every random
-crop/flip/lighting draw are fixed (augmentation uses stateless ops keyed by a per-example seed from
-`tf.data.Dataset.random`, fresh each epoch), so two runs give identical batches.
+..., batch_size=ctx.get_per_replica_batch_size(global_batch), input_context=ctx))`; each input
+pipeline then reads its own part of every pass and batches per replica.
 
 Bad data: undecodable or truncated images are skipped, counted and logged, or with `strict=True`
-stop the run naming the file (see `bad_data.py`). PNGs named .JPEG decode normally.
+stop the run naming the file (see `bad_data.py`). In the training stream a skipped image's slot is
+filled by the next good one, so every step still consumes exactly its batch of positions. PNGs
+named .JPEG decode normally.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from alexnet_keras.constants import IMAGE_SIZE
 from alexnet_keras.data import geometry, pixels, preprocessing
 from alexnet_keras.data.bad_data import BadImageLog, bad_images, guarded_map
-from alexnet_keras.data.sources import DatasetInfo, dataset_info, load_split
+from alexnet_keras.data.order import training_stream
+from alexnet_keras.data.sources import DatasetInfo, dataset_info, load_split, training_split
 from alexnet_keras.data.stats import IMAGENET, DatasetStats
 
 __all__ = [
@@ -36,7 +41,12 @@ __all__ = [
     "preprocess_examples",
 ]
 
-DEFAULT_SHUFFLE_BUFFER = 4096  # ~450 MB of ImageNet JPEG bytes; TFDS also shuffles its files.
+DEFAULT_SHUFFLE_BUFFER = 4096  # ~450 MB of ImageNet JPEG bytes in the shuffle window.
+
+
+def random_seed() -> int:
+    """A fresh data seed, for runs without --seed (the trainer records it in the run)."""
+    return int(np.random.default_rng().integers(1, 2**31 - 1))
 
 
 def preprocess_examples(
@@ -51,31 +61,30 @@ def preprocess_examples(
     lighting_std: float = 0.1,
     ten_crop: bool = False,
     seed: int | None = None,
-    deterministic: bool = False,
     strict: bool = False,
     repeat: bool | int | None = None,
-    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     drop_remainder: bool | None = None,
     bad_image_log: BadImageLog | None = None,
 ) -> tf.data.Dataset:
-    """Turns raw examples {"image", "label", "key"} into (images, labels) batches.
+    """Turns raw examples into (images, labels) batches; see `build_dataset` for the arguments.
 
-    See `build_dataset` for the arguments; this half exists so benchmarks and tests can feed any
-    raw dataset (e.g. JPEG files on disk) through exactly the training transformations.
+    For training, `ds` yields (example, position) pairs (`order.training_stream`), or plain
+    examples, which are then numbered in the order given. Each example's augmentation draws are
+    keyed by (seed, position). This half exists so benchmarks and tests can feed any raw dataset
+    (e.g. JPEG files on disk) through exactly the training transformations.
     """
     stats = stats or IMAGENET
     resize_size = resize_size or geometry.default_resize_size(image_size)
     bad_log = bad_image_log or bad_images()
     if ten_crop and training:
         raise ValueError("ten_crop is an evaluation mode; received training=True.")
-    if training and shuffle_buffer > 1:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat is True or (repeat is not None and repeat is not False and repeat < 0):
         ds = ds.repeat()
     elif repeat:
         ds = ds.repeat(repeat)
-    # One int64 per example; each epoch draws fresh ones (rerandomize), reproducibly under a seed.
-    ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True))
+    if isinstance(ds.element_spec, dict):  # Not a training stream yet: number the examples.
+        ds = ds.enumerate().map(lambda position, example: (example, position))
+    seed = random_seed() if seed is None else seed
 
     def transform(image: tf.Tensor, example_seed: tf.Tensor) -> tf.Tensor:
         if training:
@@ -92,25 +101,21 @@ def preprocess_examples(
             image = pixels.decode_image(image)
         return preprocessing.preprocess_for_eval(image, stats, image_size, resize_size, ten_crop)
 
-    def map_fn(example: dict, random: tf.Tensor) -> tuple:
-        example_seed = tf.stack([random, tf.constant(0, tf.int64)])
+    def map_fn(example: dict, position: tf.Tensor) -> tuple:
+        example_seed = tf.stack([tf.constant(seed, tf.int64), position])
         return transform(example["image"], example_seed), example["label"]
 
-    parallel = {"num_parallel_calls": tf.data.AUTOTUNE}
+    # Order is kept everywhere: positions must match what a step consumed (and evaluation's
+    # predictions the files); measured no slower than unordered maps here.
+    parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
     if ds.element_spec[0]["image"].dtype != tf.string:
-        # Arrays cannot be corrupt. Evaluation keeps the source order (predictions match files).
-        ds = ds.map(map_fn, deterministic=deterministic or not training, **parallel)
+        ds = ds.map(map_fn, **parallel)  # Arrays cannot be corrupt.
     else:
         ds = guarded_map(ds, map_fn, bad_log, strict)
     drop_remainder = training if drop_remainder is None else drop_remainder
-    ds = ds.batch(
-        batch_size,
-        drop_remainder=drop_remainder,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic,
-    )
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder, **parallel)
     options = tf.data.Options()
-    options.deterministic = deterministic
+    options.deterministic = True
     options.autotune.enabled = True
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
@@ -130,7 +135,7 @@ def build_dataset(
     lighting_std: float = 0.1,
     ten_crop: bool = False,
     seed: int | None = None,
-    deterministic: bool = False,
+    start: int = 0,
     strict: bool = False,
     input_context: tf.distribute.InputContext | None = None,
     repeat: bool | int | None = None,
@@ -144,35 +149,40 @@ def build_dataset(
         name, split: source (see `datasets.py`: imagenet2012, fashion_mnist, folder:<path>, any
             TFDS name) and split ("train", "validation", "test", TFDS slicing like "train[:1%]").
         batch_size: examples per batch; with `input_context` the PER-REPLICA batch.
-        training: shuffle and augment (random crop, flip, lighting); else centre/10-crop eval.
+        training: the endless training stream, augmented (random crop, flip, lighting); else one
+            pass in stored order, centre or 10 crops.
         image_size, resize_size: network input size and the rescale size (default 256:227 ratio).
         stats: mean/PCA statistics (default: ImageNet's published values).
         data_dir, manual_dir: TFDS data dir; directory of the user's raw files (ImageNet tars,
             Fashion-MNIST IDX files).
         augment: False trains on centre crops only. lighting_std: alpha std (0 disables).
         ten_crop: evaluation yields [B, 10, S, S, 3] (the paper's 10 crops).
-        seed, deterministic: with both, the order and the augmentation are reproducible.
+        seed: the data seed: training order and augmentation (None: a fresh one).
+        start: training only: the stream position to start at (examples this pipeline already
+            delivered, e.g. step x global batch on one pipeline).
         strict: stop at the first undecodable image instead of skipping and counting it.
-        input_context: from `distribute_datasets_from_function`; reads only this worker's shard.
-        repeat: None/False one pass (Keras re-iterates per epoch), True or -1 forever, n times.
-        shuffle_buffer: examples in the shuffle buffer (training only).
+        input_context: from `distribute_datasets_from_function`; which input pipeline this is.
+        repeat: evaluation only: None/False one pass, True or -1 forever, n times.
+        shuffle_buffer: training on record shards: examples in the shuffle window.
         drop_remainder: default True when training (static batch shape), False for evaluation.
         bad_image_log: where skipped images are recorded (default: `bad_images()`).
 
     Returns:
         Dataset of (images float32 [B, S, S, 3] or [B, 10, S, S, 3], labels int32 [B]).
     """
-    if input_context is not None and seed is not None:
-        seed = seed + 1_000_003 * input_context.input_pipeline_id  # Different draws per worker.
-    raw = load_split(
-        name,
-        split,
-        data_dir=data_dir,
-        manual_dir=manual_dir,
-        shuffle_files=training,
-        seed=seed,
-        input_context=input_context,
-    )
+    if training:
+        seed = random_seed() if seed is None else seed
+        pipeline, pipelines = 0, 1
+        if input_context is not None:
+            pipeline, pipelines = input_context.input_pipeline_id, input_context.num_input_pipelines
+        source = training_split(name, split, data_dir=data_dir, manual_dir=manual_dir)
+        raw = training_stream(source, seed, start, pipeline, pipelines, window=shuffle_buffer)
+        # Each pipeline draws its own augmentation (its positions repeat the others').
+        seed = seed + 1_000_003 * pipeline
+    else:
+        raw = load_split(
+            name, split, data_dir=data_dir, manual_dir=manual_dir, input_context=input_context
+        )
     return preprocess_examples(
         raw,
         batch_size=batch_size,
@@ -184,10 +194,8 @@ def build_dataset(
         lighting_std=lighting_std,
         ten_crop=ten_crop,
         seed=seed,
-        deterministic=deterministic,
         strict=strict,
-        repeat=repeat,
-        shuffle_buffer=shuffle_buffer,
+        repeat=None if training else repeat,
         drop_remainder=drop_remainder,
         bad_image_log=bad_image_log,
     )

@@ -29,6 +29,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
+from alexnet_keras.data.order import IndexedSplit, ShardedSplit
+
 Builder = tfds.core.DatasetBuilder
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -215,26 +217,21 @@ def _features(builder: Builder) -> tuple[str, str, str | None]:
 
 
 def _tfds_split(
-    builder: Builder,
-    split: str,
-    shuffle_files: bool,
-    seed: int | None,
-    input_context: tf.distribute.InputContext | None,
+    builder: Builder, split: str, input_context: tf.distribute.InputContext | None
 ) -> tf.data.Dataset:
     image_key, label_key, name_key = _features(builder)
     decoders = {image_key: tfds.decode.SkipDecoding()}  # Keep JPEG bytes for the fused decode.
     if isinstance(builder, tfds.folder_dataset.ImageFolder):
-        # ImageFolder ignores ReadConfig and shuffles without a seed: shard ourselves, and let the
-        # pipeline's seeded shuffle do the shuffling.
+        # ImageFolder ignores ReadConfig: shard ourselves.
         ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
         if input_context is not None:
             ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     else:
         read_config = tfds.ReadConfig(
-            input_context=input_context, shuffle_seed=seed, add_tfds_id=True, try_autocache=False
+            input_context=input_context, add_tfds_id=True, try_autocache=False
         )
         ds = builder.as_dataset(
-            split=split, shuffle_files=shuffle_files, decoders=decoders, read_config=read_config
+            split=split, shuffle_files=False, decoders=decoders, read_config=read_config
         )
 
     def to_example(ex: dict) -> dict:
@@ -251,13 +248,12 @@ def load_split(
     *,
     data_dir: str | None = None,
     manual_dir: str | None = None,
-    shuffle_files: bool = False,
-    seed: int | None = None,
     input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
-    """Raw examples {"image", "label", "key"} of one split of the source `name` (see module doc).
+    """Raw examples {"image", "label", "key"} of one split in stored order (see module doc).
 
     With `input_context`, only this worker's shard is read (files for TFDS, examples otherwise).
+    Training reads `training_split` instead, in the order of `order.training_stream`.
     """
     if name == "fashion_mnist":
         ds = _fashion_mnist(split, manual_dir)
@@ -270,7 +266,78 @@ def load_split(
         )
     builder = _tfds_builder(name, data_dir, manual_dir, split)
     _check_split(builder, name, split)
-    return _tfds_split(builder, split, shuffle_files, seed, input_context)
+    return _tfds_split(builder, split, input_context)
+
+
+def training_split(
+    name: str, split: str, *, data_dir: str | None = None, manual_dir: str | None = None
+) -> IndexedSplit | ShardedSplit:
+    """The split as `order.training_stream` reads it: examples by index, or record shards.
+
+    In-memory arrays and image folders are fetched by index; TFDS datasets by their TFRecord
+    shards (TFDS's documented `file_instructions`), decoded like `load_split`'s examples.
+    """
+    if name == "fashion_mnist":
+        directory = fashion_mnist_dir(manual_dir)
+        if _fashion_files(directory, split) is not None:
+            images, labels = _load_fashion_arrays(directory, split)
+            return _indexed_arrays(images, labels, f"fashion_mnist/{split}/")
+    builder = _tfds_builder(name, data_dir, manual_dir, split)
+    _check_split(builder, name, split)
+    if isinstance(builder, tfds.folder_dataset.ImageFolder):
+        return _indexed_folder(builder, split)
+    return _sharded_tfds(builder, split)
+
+
+def _indexed_arrays(images: np.ndarray, labels: np.ndarray, prefix: str) -> IndexedSplit:
+    images, labels = tf.constant(images), tf.constant(labels)
+
+    def fetch(index: tf.Tensor) -> dict:
+        key = tf.strings.join([prefix, tf.strings.as_string(index)])
+        return {"image": tf.gather(images, index), "label": tf.gather(labels, index), "key": key}
+
+    return IndexedSplit(int(labels.shape[0]), fetch)
+
+
+def _indexed_folder(builder: tfds.folder_dataset.ImageFolder, split: str) -> IndexedSplit:
+    """An image folder's files (TFDS ImageFolder's listing: sorted classes and files)."""
+    names = builder.info.features["label"].names
+    root = os.path.join(builder.data_dir, split)  # ImageFolder: data_dir is the root folder.
+    paths, labels = [], []
+    for label, name in enumerate(names):
+        folder = os.path.join(root, name)
+        files = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        for file in files:
+            if file.lower().endswith((".jpg", ".jpeg", ".png")):
+                paths.append(os.path.join(folder, file))
+                labels.append(label)
+    if not paths:
+        raise FileNotFoundError(f"No .jpg/.jpeg/.png images under {root}/<class>/.")
+    paths_t, labels_t = tf.constant(paths), tf.constant(labels, tf.int32)
+
+    def fetch(index: tf.Tensor) -> dict:
+        path = tf.gather(paths_t, index)
+        return {"image": tf.io.read_file(path), "label": tf.gather(labels_t, index), "key": path}
+
+    return IndexedSplit(len(paths), fetch)
+
+
+def _sharded_tfds(builder: Builder, split: str) -> ShardedSplit:
+    image_key, label_key, name_key = _features(builder)
+    decoders = {image_key: tfds.decode.SkipDecoding()}  # Keep JPEG bytes for the fused decode.
+    instructions = builder.info.splits[split].file_instructions
+    files = tuple(os.fspath(i.filename) for i in instructions)
+    if not all(os.path.isabs(f) for f in files):
+        files = tuple(os.path.join(builder.data_dir, f) for f in files)
+    takes = tuple(i.examples_in_shard - i.skip if i.take == -1 else i.take for i in instructions)
+
+    def parse(record: tf.Tensor, where: tf.Tensor) -> dict:
+        example = builder.info.features.deserialize_example(record, decoders=decoders)
+        key = example[name_key] if name_key else where
+        return {"image": example[image_key], "label": tf.cast(example[label_key], tf.int32),
+                "key": key}  # fmt: skip
+
+    return ShardedSplit(files, tuple(i.skip for i in instructions), takes, parse)
 
 
 def _pick(splits: dict, candidates: tuple[str, ...], name: str, what: str) -> str:

@@ -102,49 +102,84 @@ class LearningRateController(keras.callbacks.Callback):
 
 
 class StepCheckpoint(keras.callbacks.Callback):
-    """Saves weights, momentum and step every `every_steps` steps and at each epoch end.
+    """Saves the run's state every `every_steps` steps and, last of all, at each epoch end.
 
-    Stops the run, without saving, at the first non-finite loss, so the last checkpoint on
-    disk is always a good one; `failed_step` tells the caller what happened.
+    The step comes from the host's own count (no device read per step): periodic saves happen
+    before the step that would follow, and an epoch's last step is saved only after its validation
+    and its history row, so a kill between the two resumes before it and replays it. A non-finite
+    loss is noticed at the next save, which is then skipped, so the newest checkpoint on disk is
+    always good; `failed_step` tells the caller what happened.
     """
 
-    def __init__(self, manager: tf.train.CheckpointManager, every_steps: int):
+    def __init__(self, state: object, every_steps: int, steps_per_epoch: int, start_step: int):
         super().__init__()
-        self.manager = manager
+        self.state = state  # A checkpoints.RunState.
         self.every_steps = every_steps
+        self.steps_per_epoch = steps_per_epoch
+        self.saved_step = start_step
+        self._epoch_start = start_step
         self.failed_step: int | None = None
-        self.failed_loss: float | None = None
-        self._saved_step: int | None = None
-
-    def _step(self) -> int:
-        return int(self.model.optimizer.iterations.numpy())
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        if self.manager.latest_checkpoint is None:
-            self._save()  # Step 0, so there is always a good checkpoint to go back to.
+        if not self.state.manager.checkpoints:
+            self.state.save(0)  # Step 0, so there is always a good checkpoint to go back to.
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.failed_step, self.failed_loss = self._step(), float(loss)
-            self.model.stop_training = True
-            return
-        if self._step() % self.every_steps == 0:
-            self._save()
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_start = max(epoch * self.steps_per_epoch, self.saved_step)
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        step = self._epoch_start + batch  # Steps taken so far.
+        if step > self.saved_step and step % self.every_steps == 0:
+            self._save(step)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.failed_step is None and self._saved_step != self._step():
-            self._save()
+        self._save((epoch + 1) * self.steps_per_epoch)
 
-    def _save(self) -> None:
-        self._saved_step = self._step()
-        self.manager.save(checkpoint_number=self._saved_step)
+    def _save(self, step: int) -> None:
+        if self.failed_step is not None:
+            return
+        first_bad = int(self.state.first_bad_step.numpy())
+        if first_bad >= 0:
+            self.failed_step = first_bad
+            self.model.stop_training = True
+            return
+        self.state.save(step)
+        self.saved_step = step
+
+
+class RestoredEpochMetrics(keras.callbacks.Callback):
+    """Puts back the running metric sums of an epoch resumed midway (Keras resets them when an
+    epoch begins), so the epoch's history row equals an uninterrupted run's."""
+
+    def __init__(self, variables: list, values: list):
+        super().__init__()
+        self.pending = list(zip(variables, values))
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        for variable, value in self.pending:
+            variable.assign(value)
+        self.pending = []
+
+
+class ValidationCount(keras.callbacks.Callback):
+    """Adds `val_examples` (how many images validation evaluated) to the epoch's logs."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        counts = {v.path: v for v in self.model.metrics_variables}
+        if logs is not None and "val_top1" in logs and "top1/count" in counts:
+            logs["val_examples"] = int(counts["top1/count"].numpy())  # Holds validation's now.
 
 
 class ModelSaver(keras.callbacks.Callback):
     """Writes `last.keras` at every epoch end and `best.keras` when val top-1 improves."""
 
-    def __init__(self, model_dir: str, monitor: str = "val_top1"):
+    def __init__(
+        self,
+        model_dir: str,
+        monitor: str = "val_top1",
+        completed_epochs: int = 0,
+        val_errors: dict[int, float] | None = None,
+    ):
         super().__init__()
         self.model_dir = model_dir
         self.monitor = monitor
@@ -152,7 +187,12 @@ class ModelSaver(keras.callbacks.Callback):
         self.best = -math.inf
         if os.path.exists(self.best_path):
             with open(self.best_path) as f:
-                self.best = json.load(f)[monitor]
+                best = json.load(f)
+            self.best = best[monitor]
+            if best.get("epoch", 0) > completed_epochs:  # From an epoch the resumed run redoes:
+                errors = (val_errors or {}).items()  # the best of the epochs that stand.
+                kept = [1.0 - error for epoch, error in errors if epoch < completed_epochs]
+                self.best = max(kept, default=-math.inf)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}

@@ -95,6 +95,14 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return task_type == "chief" or (task_type == "worker" and task_id == 0)
 
 
+def chiefs_value(strategy: tf.distribute.Strategy, value: int) -> int:
+    """The chief's `value` on every worker (e.g. a data seed drawn at random on each)."""
+    values = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(value if context.replica_id_in_sync_group == 0 else 0, tf.int64)
+    )
+    return int(strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None))
+
+
 def bytes_per_device(variables: Iterable[keras.Variable]) -> dict[str, int]:
     """Bytes of `variables` on each device they live on, e.g. {"GPU:0": ..., "GPU:1": ...}."""
     totals = collections.Counter()

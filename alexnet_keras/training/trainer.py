@@ -2,6 +2,8 @@
 
 Tests inject a strategy (e.g. two logical CPUs) and tiny datasets; the command line
 (`alexnet_keras.train`) passes neither and gets the configured strategy and input pipeline.
+Rerunning the same command resumes the run exactly where its last checkpoint left it (see
+`checkpoints.py` for what is saved and `resume.py` for what may change).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import keras
 import tensorflow as tf
@@ -25,51 +27,64 @@ from alexnet_keras.config import TrainConfig
 from alexnet_keras.data import pipeline, sources, stats
 from alexnet_keras.model import build_alexnet
 from alexnet_keras.training import callbacks as cb
-from alexnet_keras.training import evaluation, precision, strategies
+from alexnet_keras.training import evaluation, precision, resume, strategies
+from alexnet_keras.training.checkpoints import RunState
 from alexnet_keras.training.optimizer import PaperSGD
+
+Stream = tf.data.Dataset | tf.distribute.DistributedDataset
+INITIAL_LOSS_SCALE = 2.0**15  # float16's dynamic loss scale starts here (Keras's default).
 
 
 @dataclasses.dataclass(frozen=True)
 class Datasets:
-    """What a run trains and evaluates on. `train` repeats; the others are one pass.
+    """What a run trains and evaluates on.
 
-    Each is a `tf.data.Dataset` of global batches or a `tf.distribute` distributed dataset;
-    `evaluation` yields 10-crop batches [batch, 10, size, size, 3] when the run asks for them.
+    `train` is the endless training stream of global batches, or a function of the step it must
+    start at (the run's own pipeline: a resumed run continues the stream exactly); validation and
+    evaluation are one pass each, evaluation of 10-crop batches [batch, 10, size, size, 3] when
+    the run asks for them.
     """
 
-    train: tf.data.Dataset | tf.distribute.DistributedDataset
+    train: Stream | Callable[[int], Stream]
     validation: tf.data.Dataset
     evaluation: tf.data.Dataset
     class_names: tuple[str, ...]
     steps_per_epoch: int
     eval_split: str
 
+    def train_from(self, step: int) -> Stream:
+        return self.train(step) if callable(self.train) else self.train
+
 
 def make_datasets(
-    config: TrainConfig, strategy: tf.distribute.Strategy, data_stats: stats.DatasetStats
+    config: TrainConfig,
+    strategy: tf.distribute.Strategy,
+    data_stats: stats.DatasetStats,
+    data_seed: int,
 ) -> Datasets:
-    """The configured source through the shared input pipeline, sharded per worker/replica."""
+    """The configured source through the shared input pipeline, one stream per input pipeline."""
     try:
         info = sources.dataset_info(config.dataset, config.data_dir, config.manual_dir)
     except (ValueError, FileNotFoundError) as error:
         raise type(error)(f"--dataset={config.dataset}: {error}") from error
     common = dict(
-        image_size=config.image_size,
-        resize_size=config.resize_size,
-        stats=data_stats,
-        data_dir=config.data_dir,
-        manual_dir=config.manual_dir,
-        seed=config.seed,
-        deterministic=config.deterministic,
-        strict=config.strict_data,
-    )
+        image_size=config.image_size, resize_size=config.resize_size, stats=data_stats,
+        data_dir=config.data_dir, manual_dir=config.manual_dir, strict=config.strict_data,
+    )  # fmt: skip
 
-    def train_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return pipeline.build_dataset(
-            config.dataset, info.train_split, training=True, repeat=True, input_context=context,
-            batch_size=context.get_per_replica_batch_size(config.batch_size),
-            augment=config.augment, lighting_std=config.lighting_std, **common,
-        )  # fmt: skip
+    def train_from(step: int) -> Stream:
+        def train_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            per_pipeline = config.batch_size // context.num_input_pipelines
+            return pipeline.build_dataset(
+                config.dataset, info.train_split, training=True, input_context=context,
+                batch_size=context.get_per_replica_batch_size(config.batch_size),
+                seed=data_seed, start=step * per_pipeline, augment=config.augment,
+                lighting_std=config.lighting_std, **common,
+            )  # fmt: skip
+
+        if strategy.num_replicas_in_sync > 1 or config.distribution == "multi_worker":
+            return strategy.distribute_datasets_from_function(train_fn)
+        return train_fn(tf.distribute.InputContext())
 
     def eval_dataset(ten_crop: bool) -> tf.data.Dataset:
         return pipeline.build_dataset(
@@ -77,12 +92,8 @@ def make_datasets(
             ten_crop=ten_crop, **common,
         )  # fmt: skip
 
-    if strategy.num_replicas_in_sync > 1 or config.distribution == "multi_worker":
-        train = strategy.distribute_datasets_from_function(train_fn)
-    else:
-        train = train_fn(tf.distribute.InputContext())
     return Datasets(
-        train=train,
+        train=train_from,
         validation=eval_dataset(False),
         evaluation=eval_dataset(config.ten_crop_eval),
         class_names=info.class_names,
@@ -90,11 +101,6 @@ def make_datasets(
         or math.ceil(info.num_train_examples / config.batch_size),
         eval_split=info.eval_split,
     )
-
-
-def _write_json(path: str, value: object) -> None:
-    with open(path, "w") as f:
-        json.dump(value, f, indent=2)
 
 
 def compile_alexnet(
@@ -106,6 +112,8 @@ def compile_alexnet(
     """
     model = build_alexnet(num_classes=num_classes, tower_devices=towers, **config.model_kwargs())
     optimizer = PaperSGD(config.learning_rate, config.momentum, config.weight_decay)
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer, INITIAL_LOSS_SCALE)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -118,6 +126,9 @@ def compile_alexnet(
         jit_compile=config.jit_compile and replicas == 1 and towers is None,
     )
     optimizer.build(model.trainable_variables)
+    # Create the metrics' variables now (Keras does at the first step), so checkpoints hold them.
+    model.compute_metrics(None, tf.zeros([1], tf.int32), tf.zeros([1, num_classes]), None)
+    model.reset_metrics()
     return model
 
 
@@ -125,15 +136,18 @@ def run(
     config: TrainConfig,
     strategy: tf.distribute.Strategy | None = None,
     datasets: Datasets | None = None,
+    allow_changes: Sequence[str] = (),
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict:
     """Trains (or resumes) per `config`, evaluates, writes metrics.json and returns the metrics.
 
-    The mixed-precision policy the run sets is restored afterwards, so a run leaves no global
-    state behind in the calling process.
+    `allow_changes` names the recorded settings a resumed run may change (see `resume.py`);
+    `callbacks` run after the run's own. The mixed-precision policy the run sets is restored
+    afterwards, so a run leaves no global state behind in the calling process.
     """
     previous_policy = keras.mixed_precision.global_policy()
     try:
-        return _run(config, strategy, datasets)
+        return _run(config, strategy, datasets, tuple(allow_changes), list(callbacks))
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -142,12 +156,26 @@ def _run(
     config: TrainConfig,
     strategy: tf.distribute.Strategy | None,
     datasets: Datasets | None,
+    allow_changes: tuple[str, ...],
+    extra_callbacks: list,
 ) -> dict:
     # The strategy first: MultiWorkerMirroredStrategy must exist before other TF work.
     if strategy is None:
         strategy, towers = strategies.make_strategy(config.distribution, config.devices)
     else:
         towers = tuple(config.devices) if config.distribution == "towers" else None
+    chief = strategies.is_chief(strategy)
+    data_stats = stats.load_stats(config.stats_file)
+    computes_in = precision.resolve_precision(config.mixed_precision)
+    resuming = resume.check_model_dir(config.model_dir)
+    if resuming:
+        config = resume.resumed_config(
+            config.model_dir, config, data_stats, computes_in, allow_changes
+        )
+    record = resume.RunRecord.read(config.model_dir) if resuming else None
+    data_seed = record.data_seed if record else config.seed or pipeline.random_seed()
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        data_seed = strategies.chiefs_value(strategy, data_seed)  # One order for all workers.
     precision.set_precision(config.mixed_precision)
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
@@ -159,55 +187,58 @@ def _run(
             f"--batch_size={config.batch_size} is invalid: expected a multiple of the {replicas} "
             "replicas, so every replica gets the same share of the global batch."
         )
-    chief = strategies.is_chief(strategy)
-    data_stats = stats.load_stats(config.stats_file)
-    datasets = datasets or make_datasets(config, strategy, data_stats)
-
+    if config.data_dir:
+        os.makedirs(config.data_dir, exist_ok=True)  # TFDS prepares datasets into it.
+    datasets = datasets or make_datasets(config, strategy, data_stats, data_seed)
     model_dir = config.model_dir
-    os.makedirs(model_dir, exist_ok=True)
     if chief:
-        with open(os.path.join(model_dir, run_dir.CONFIG_FILE), "w") as f:
-            f.write(config.to_json())
-        _write_json(os.path.join(model_dir, run_dir.CLASS_NAMES_FILE), list(datasets.class_names))
-        stats.save_stats(data_stats, os.path.join(model_dir, run_dir.STATS_FILE))
+        _write_run_files(config, datasets, data_stats, resume.RunRecord(data_seed, computes_in))
 
     with strategy.scope():
         model = compile_alexnet(config, len(datasets.class_names), towers, replicas)
-        optimizer = model.optimizer
+        # Under multi-worker training every worker saves (saving is collective), the non-chief
+        # ones into a throwaway directory.
+        save_dir = model_dir if chief else tempfile.mkdtemp(prefix="alexnet_worker_")
+        state = RunState(model, os.path.join(save_dir, run_dir.CHECKPOINT_DIR))
     if towers:
         logging.info(strategies.describe_towers(model))
-
-    # Under multi-worker training every worker saves (saving is collective), the non-chief ones
-    # into a throwaway directory.
-    save_dir = model_dir if chief else tempfile.mkdtemp(prefix="alexnet_worker_")
-    checkpoint_dir = os.path.join(save_dir, run_dir.CHECKPOINT_DIR)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=3)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        logging.info("Resumed from %s at step %d.", manager.latest_checkpoint,
-                     int(optimizer.iterations.numpy()))  # fmt: skip
-
+    start = state.restore_latest()
+    metric_values = [v.numpy() for v in state.metric_variables]
+    model.train_step = _counting_steps(model.train_step, state)
     steps_per_epoch = datasets.steps_per_epoch
-    epoch, step_in_epoch = divmod(int(optimizer.iterations.numpy()), steps_per_epoch)
-    step_checkpoint = cb.StepCheckpoint(manager, config.checkpoint_every_steps)
+    epoch, step_in_epoch = divmod(start, steps_per_epoch)
+    if chief:
+        resume.keep_history_before(os.path.join(model_dir, run_dir.HISTORY_FILE), epoch)
+    lr_controller = cb.LearningRateController(
+        config.learning_rate, config.lr_schedule, model_dir, patience=config.plateau_patience,
+        max_drops=config.max_lr_drops, boundaries=config.lr_boundaries, write_state=chief,
+    )  # fmt: skip
+    step_checkpoint = cb.StepCheckpoint(
+        state, config.checkpoint_every_steps, steps_per_epoch, start
+    )
     callbacks = [
-        cb.LearningRateController(
-            config.learning_rate, config.lr_schedule, model_dir, patience=config.plateau_patience,
-            max_drops=config.max_lr_drops, boundaries=config.lr_boundaries, write_state=chief,
-        ),
-        step_checkpoint,
-        cb.ModelSaver(save_dir),
+        lr_controller,
         cb.BadImageCounter(pipeline.bad_images()),
-    ]  # fmt: skip
+        cb.ValidationCount(),
+        *(
+            [cb.RestoredEpochMetrics(state.metric_variables, metric_values)]
+            if step_in_epoch
+            else []
+        ),
+        _async(keras.callbacks.ProgbarLogger()),
+    ]
     if chief:
         callbacks += [
             keras.callbacks.CSVLogger(os.path.join(model_dir, run_dir.HISTORY_FILE), append=True),
-            keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq="epoch"),
+            _async(keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"))),
             cb.FilterImageCallback(os.path.join(model_dir, "logs", "filters")),
         ]
+    callbacks += [
+        cb.ModelSaver(save_dir, completed_epochs=epoch, val_errors=lr_controller.errors),
+        step_checkpoint,  # After everything an epoch end writes: a saved epoch is complete.
+        *extra_callbacks,
+    ]
     fit_args = dict(
-        x=datasets.train,
         validation_data=datasets.validation,
         validation_steps=config.validation_steps,
         callbacks=callbacks,
@@ -215,30 +246,17 @@ def _run(
         shuffle=False,  # The input pipeline shuffles.
     )
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        # Keras 3.15 reduces the first input batch with strategy.reduce() before training,
-        # which MultiWorkerMirroredStrategy cannot do for per-replica inputs. Without a stored
-        # strategy Keras skips that step and takes the strategy from the scope fit runs in.
-        model._distribute_strategy = None
-        # And it averages each step's scalar logs with strategy.reduce(axis=0), which needs a
-        # vector (tensorflow/tensorflow#72388): hand it one-element vectors.
-        model.train_step = _vector_logs(model.train_step)
-        model.test_step = _vector_logs(model.test_step)
+        _prepare_multi_worker(model)
     scope = strategy.scope() if model._distribute_strategy is None else contextlib.nullcontext()
     with scope:
-        _fit(model, config, epoch, step_in_epoch, steps_per_epoch, fit_args, step_checkpoint)
+        last_logs = _fit(model, config, datasets, start, steps_per_epoch, fit_args, step_checkpoint)
     if step_checkpoint.failed_step is not None:
         raise FloatingPointError(
-            f"The training loss became {step_checkpoint.failed_loss} at step "
-            f"{step_checkpoint.failed_step}; the run stopped. The last good checkpoint is "
-            f"{manager.latest_checkpoint}. Lower --learning_rate or check the data, then rerun "
-            "the same command to resume from it."
+            f"The training loss became non-finite at step {step_checkpoint.failed_step}; the run "
+            f"stopped. The last good checkpoint is {state.manager.latest_checkpoint}. Lower "
+            "--learning_rate or check the data, then rerun the same command to resume from it."
         )
-
-    final = os.path.join(model_dir, run_dir.MODEL_FILES[config.final_checkpoint])
-    if os.path.exists(final):
-        model.load_weights(final)
-    metrics = evaluation.evaluate_model(model, datasets.evaluation, datasets.eval_split)
-    metrics["checkpoint"] = config.final_checkpoint
+    metrics = _final_metrics(model, config, datasets, save_dir, last_logs)
     if chief:
         evaluation.write_metrics(metrics, os.path.join(model_dir, run_dir.METRICS_FILE))
     else:
@@ -248,27 +266,114 @@ def _run(
     return metrics
 
 
-def _vector_logs(step: Callable[[object], dict]) -> Callable[[object], dict]:
-    def step_with_vector_logs(data: object) -> dict:
-        return {name: tf.reshape(value, [1]) for name, value in step(data).items()}
+def _async(callback: keras.callbacks.Callback) -> keras.callbacks.Callback:
+    """Marks a Keras callback whose batch-end work is display or summaries only as safe to run
+    off the main thread, so fit need not wait for every step's logs (a host sync per step)."""
+    callback.async_safe = True
+    return callback
 
-    return step_with_vector_logs
+
+def _write_run_files(
+    config: TrainConfig, datasets: Datasets, data_stats: stats.DatasetStats, record: object
+) -> None:
+    os.makedirs(config.model_dir, exist_ok=True)
+    with open(os.path.join(config.model_dir, run_dir.CONFIG_FILE), "w") as f:
+        f.write(config.to_json())
+    with open(os.path.join(config.model_dir, run_dir.CLASS_NAMES_FILE), "w") as f:
+        json.dump(list(datasets.class_names), f, indent=2)
+    stats.save_stats(data_stats, os.path.join(config.model_dir, run_dir.STATS_FILE))
+    record.write(config.model_dir)
+
+
+def _counting_steps(train_step: Callable[[object], dict], state: RunState) -> Callable:
+    """The train step plus the run's own step counter and a note of the first non-finite loss.
+
+    The optimizer's `iterations` does not advance on float16 steps the loss scale skips, so the
+    run counts its steps itself (epochs, checkpoint names and input position follow it).
+    """
+
+    def counted(data: object) -> dict:
+        logs = train_step(data)
+        step = state.step.assign_add(1)
+        bad = tf.logical_and(state.first_bad_step < 0, ~tf.math.is_finite(logs["loss"]))
+        state.first_bad_step.assign(tf.where(bad, step, state.first_bad_step))
+        return logs
+
+    return counted
+
+
+def _prepare_multi_worker(model: keras.Model) -> None:
+    # Keras 3.15 reduces the first input batch with strategy.reduce() before training, which
+    # MultiWorkerMirroredStrategy cannot do for per-replica inputs. Without a stored strategy
+    # Keras skips that step and takes the strategy from the scope fit runs in.
+    model._distribute_strategy = None
+    # And it averages each step's scalar logs with strategy.reduce(axis=0), which needs a vector
+    # (tensorflow/tensorflow#72388): hand it one-element vectors.
+    for name in ("train_step", "test_step"):
+        step = getattr(model, name)
+        setattr(model, name, lambda data, step=step: {
+            key: tf.reshape(value, [1]) for key, value in step(data).items()
+        })  # fmt: skip
 
 
 def _fit(
     model: keras.Model,
     config: TrainConfig,
-    epoch: int,
-    step_in_epoch: int,
+    datasets: Datasets,
+    start: int,
     steps_per_epoch: int,
     fit_args: dict,
     step_checkpoint: cb.StepCheckpoint,
-) -> None:
-    """Runs the remaining epochs; an interrupted epoch first gets exactly its remaining steps."""
+) -> dict | None:
+    """Runs the remaining epochs: an interrupted epoch first gets exactly its remaining steps.
+
+    Each fit call reads the training stream from the step it starts at. Returns the last epoch's
+    logs (None if there was nothing left to train).
+    """
+    epoch, step_in_epoch = divmod(start, steps_per_epoch)
+    history_logs = None
     if step_in_epoch and epoch < config.epochs:
-        model.fit(initial_epoch=epoch, epochs=epoch + 1,
-                  steps_per_epoch=steps_per_epoch - step_in_epoch, **fit_args)  # fmt: skip
+        done = model.fit(datasets.train_from(start), initial_epoch=epoch, epochs=epoch + 1,
+                         steps_per_epoch=steps_per_epoch - step_in_epoch, **fit_args)  # fmt: skip
+        history_logs = {k: v[-1] for k, v in done.history.items()}
         epoch += 1
     if epoch < config.epochs and step_checkpoint.failed_step is None:
-        model.fit(initial_epoch=epoch, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                  **fit_args)  # fmt: skip
+        done = model.fit(datasets.train_from(epoch * steps_per_epoch), initial_epoch=epoch,
+                         epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                         **fit_args)  # fmt: skip
+        history_logs = {k: v[-1] for k, v in done.history.items()}
+    return history_logs
+
+
+def _final_metrics(
+    model: keras.Model, config: TrainConfig, datasets: Datasets, save_dir: str, logs: dict | None
+) -> dict:
+    """The final evaluation; the last validation's numbers when it was the same computation
+    (same split, one crop, the whole split, and the final model is the last validated one)."""
+    best_is_last = config.final_checkpoint == "last" or _best_epoch(save_dir) == config.epochs
+    if (
+        logs
+        and "val_examples" in logs
+        and not config.ten_crop_eval
+        and best_is_last
+        and (config.validation_steps is None)
+    ):
+        top1, top5 = float(logs["val_top1"]), float(logs["val_top5"])
+        metrics = {"top1_accuracy": top1, "top5_accuracy": top5, "top1_error": 1.0 - top1,
+                   "top5_error": 1.0 - top5, "examples": int(logs["val_examples"]), "crops": 1,
+                   "split": datasets.eval_split}  # fmt: skip
+    else:
+        final = os.path.join(save_dir, run_dir.MODEL_FILES[config.final_checkpoint])
+        if os.path.exists(final):
+            model.load_weights(final)
+        metrics = evaluation.evaluate_model(model, datasets.evaluation, datasets.eval_split)
+    metrics["checkpoint"] = config.final_checkpoint
+    return metrics
+
+
+def _best_epoch(save_dir: str) -> int | None:
+    path = os.path.join(save_dir, "best.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f).get("epoch")

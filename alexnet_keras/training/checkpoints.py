@@ -1,0 +1,96 @@
+"""A run's resumable state: what a TF checkpoint holds, and going back to the last good one.
+
+Everything that shapes what comes next is in the checkpoint or a pure function of it: weights,
+momentum, the step counter (which also gives the input stream's position), the first step with a
+non-finite loss, the epoch's running metric sums (so a resumed epoch logs the same history row),
+and dropout's RNG state (Keras's seed generators are not tracked by the model's checkpoint). The
+data seed is in run.json. Checkpoints are written by `tf.train.CheckpointManager`, whose state file
+is replaced atomically after the data, so a kill mid-write leaves the previous one in force.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+CORRUPT_DIR = "corrupt"  # Unreadable checkpoints are moved here, never deleted.
+
+
+def counter(name: str) -> tf.Variable:
+    """An int64 step-like counter that one replica updates (create it in the strategy's scope)."""
+    return tf.Variable(
+        0 if name == "step" else -1, dtype=tf.int64, trainable=False, name=name,
+        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+    )  # fmt: skip
+
+
+class RunState:
+    """The checkpointed state of a training run and its CheckpointManager.
+
+    Attributes:
+        step: global steps taken (every step counts, also float16 steps the loss scale skipped).
+        first_bad_step: the first step whose running loss was not finite, or -1.
+    """
+
+    def __init__(self, model: keras.Model, directory: str, max_to_keep: int = 3):
+        self.step = counter("step")
+        self.first_bad_step = counter("first_bad_step")
+        self.metric_variables = [v.value for v in model.metrics_variables]
+        self.rng = [
+            layer.seed_generator.state.value
+            for layer in model.layers
+            if hasattr(layer, "seed_generator")
+        ]
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=model.optimizer, step=self.step,
+            first_bad_step=self.first_bad_step, metrics=self.metric_variables, rng=self.rng,
+        )  # fmt: skip
+        self.directory = directory
+        self.max_to_keep = max_to_keep
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep)
+
+    def save(self, step: int) -> str:
+        return self.manager.save(checkpoint_number=step)
+
+    def restore_latest(self) -> int:
+        """Restores the newest readable checkpoint and returns its step (0 if there is none).
+
+        A checkpoint that cannot be read (truncated, corrupt) is moved to `corrupt/`, with a
+        warning that names it, and the previous one is tried.
+        """
+        for path in reversed(self.manager.checkpoints):
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as error:
+                moved = self._move_aside(path)
+                logging.warning(
+                    "Checkpoint %s cannot be read (%s: %s); moved it to %s and going back to the "
+                    "previous one.", path, type(error).__name__, str(error).splitlines()[0], moved,
+                )  # fmt: skip
+                continue
+            logging.info("Resumed from %s at step %d.", path, int(self.step.numpy()))
+            return int(self.step.numpy())
+        if self.manager.checkpoints:
+            raise ValueError(
+                f"No checkpoint in {self.directory} can be read (moved to "
+                f"{os.path.join(self.directory, CORRUPT_DIR)}); start again in a new --model_dir."
+            )
+        return 0
+
+    def _move_aside(self, path: str) -> str:
+        target = os.path.join(self.directory, CORRUPT_DIR)
+        os.makedirs(target, exist_ok=True)
+        for file in glob.glob(path + ".*"):
+            shutil.move(file, os.path.join(target, os.path.basename(file)))
+        remaining = [p for p in self.manager.checkpoints if p != path]
+        tf.compat.v1.train.update_checkpoint_state(
+            self.directory, remaining[-1] if remaining else "", all_model_checkpoint_paths=remaining
+        )
+        # A new manager reads the corrected list from the state file.
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, self.max_to_keep)
+        return target

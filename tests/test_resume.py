@@ -1,0 +1,180 @@
+"""Exact, guarded resume: a killed run continues as if nothing happened, bit for bit.
+
+Runs the real training code (tests/resume_run.py: the command's flags and `run()`) on tiny
+Fashion-MNIST files in fresh processes, SIGKILLs them at chosen steps, reruns the same command,
+and compares the final weights and history.csv with an uninterrupted run's.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from train_helpers import REPO, run_env, tiny_config, tiny_datasets, write_tiny_fashion_mnist
+
+from alexnet_keras.training import resume
+from alexnet_keras.training.trainer import run
+
+STEPS, EPOCHS = 6, 3  # 6 steps of 8 images an epoch; a pass over the 64 images is 8 steps.
+FLAGS = [
+    "--dataset=fashion_mnist", "--image_size=67", "--batch_size=8", f"--epochs={EPOCHS}",
+    f"--steps_per_epoch={STEPS}", "--checkpoint_every_steps=2", "--kernel_initializer=he_normal",
+    "--bias_initializer=zeros", "--input_scale=0.015625", "--lr_schedule=plateau",
+    "--plateau_patience=1", "--noten_crop_eval", "--mixed_precision=none", "--deterministic",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("fashion")
+    write_tiny_fashion_mnist(directory, n_train=64, n_test=16)
+    return directory
+
+
+def _train(model_dir, data, *extra, kill_at=None, when="batch_end"):
+    command = [sys.executable, os.path.join(REPO, "tests", "resume_run.py")]
+    if kill_at:
+        command += [f"--kill_at={kill_at}", f"--kill_when={when}"]
+    command += ["--", *FLAGS, f"--model_dir={model_dir}", *extra]
+    done = subprocess.run(command, env=run_env(data), cwd=REPO, capture_output=True, text=True,
+                          timeout=400)  # fmt: skip
+    if kill_at:
+        assert done.returncode == -9, done.stderr[-3000:]  # Killed, not finished or crashed.
+    else:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _weights(model_dir):
+    model = keras.saving.load_model(os.path.join(model_dir, "last.keras"), compile=False)
+    return model.get_weights()
+
+
+def _assert_same_run(reference, resumed):
+    for a, b in zip(_weights(reference), _weights(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)  # Bit for bit.
+    for name in ("history.csv", "lr_state.json", "metrics.json"):
+        with open(os.path.join(reference, name)) as f, open(os.path.join(resumed, name)) as g:
+            assert f.read() == g.read(), name
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data):
+    """The same command, never interrupted."""
+    model_dir = tmp_path_factory.mktemp("reference") / "run"
+    _train(model_dir, data, "--seed=1")
+    return model_dir
+
+
+@pytest.mark.slow
+def test_killed_anywhere_resumes_bit_for_bit(tmp_path, data, reference):
+    """Killed mid-epoch, between an epoch's last step and its validation, right after a
+    checkpoint: the same final weights, history and metrics as the uninterrupted run."""
+    model_dir = tmp_path / "run"
+    checkpoints = model_dir / "checkpoints"
+    _train(model_dir, data, "--seed=1", kill_at=9)  # Mid epoch 2 (steps 7-12), after ckpt 8.
+    assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-8")
+    _train(model_dir, data, "--seed=1", kill_at=12)  # Epoch 2's last step, before validation.
+    assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-10")  # Not 12: not validated.
+    _train(model_dir, data, "--seed=1", kill_at=16, when="batch_begin")  # Just after ckpt 16.
+    assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-16")
+    resumed = _train(model_dir, data, "--seed=1")
+    assert "Resumed from" in resumed.stderr and "at step 16" in resumed.stderr
+    _assert_same_run(reference, model_dir)
+
+
+@pytest.mark.slow
+def test_mirrored_run_resumes_bit_for_bit(tmp_path, data):
+    mirrored = ["--seed=2", "--distribution=mirrored", "--logical_devices=2"]
+    uninterrupted, killed = tmp_path / "a", tmp_path / "b"
+    _train(uninterrupted, data, *mirrored)
+    _train(killed, data, *mirrored, kill_at=11)
+    _train(killed, data, *mirrored)
+    _assert_same_run(uninterrupted, killed)
+
+
+@pytest.mark.slow
+def test_without_seed_a_resumed_run_keeps_its_data_order(tmp_path, data):
+    model_dir = tmp_path / "run"
+    _train(model_dir, data, kill_at=9)
+    with open(model_dir / "run.json") as f:
+        recorded = json.load(f)
+    _train(model_dir, data)
+    with open(model_dir / "run.json") as f:
+        assert json.load(f) == recorded  # The same data seed: the epoch's order goes on.
+    rows = open(model_dir / "history.csv").read().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in rows] == list(range(EPOCHS))
+    assert tf.train.latest_checkpoint(model_dir / "checkpoints").endswith(f"ckpt-{STEPS * EPOCHS}")
+
+
+def test_changed_settings_are_refused_and_named(tmp_path):
+    config = tiny_config(tmp_path, epochs=1, seed=3)
+    run(config, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(steps=2))
+    changed = tiny_config(tmp_path, epochs=2, batch_size=4, seed=3)
+    with pytest.raises(ValueError) as error:
+        run(changed, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(batch=4, steps=2))
+    message = str(error.value)
+    assert "--batch_size recorded 8, now 4" in message and "--epochs recorded 1, now 2" in message
+    assert "--allow_changes=epochs" in message and "new --model_dir" in message
+    with pytest.raises(ValueError, match="--batch_size recorded 8, now 4"):  # Not allowable.
+        run(changed, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(batch=4, steps=2),
+            allow_changes=["epochs"])  # fmt: skip
+    with open(tmp_path / "config.json") as f:
+        assert json.load(f)["epochs"] == 1  # Nothing was changed.
+    more = tiny_config(tmp_path, epochs=2, seed=3, checkpoint_every_steps=1)  # A free change.
+    run(more, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(steps=2),
+        allow_changes=["epochs"])  # fmt: skip
+    with open(tmp_path / "config.json") as f:
+        recorded = json.load(f)
+    assert recorded["epochs"] == 2 and recorded["checkpoint_every_steps"] == 1
+    assert tf.train.latest_checkpoint(tmp_path / "checkpoints").endswith("ckpt-4")
+
+
+def test_unknown_allowed_change_and_foreign_directory_are_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a run")
+    with pytest.raises(ValueError, match="holds no config.json: it is not an alexnet_keras run"):
+        run(tiny_config(tmp_path), tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets())
+    assert os.listdir(tmp_path) == ["notes.txt"]
+    with pytest.raises(ValueError, match="--allow_changes=batch_size is invalid"):
+        resume.resumed_config(str(tmp_path), tiny_config(tmp_path), None, "none", ("batch_size",))
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous_one_and_keeps_it(tmp_path, caplog):
+    config = tiny_config(tmp_path, epochs=1, seed=3, checkpoint_every_steps=1)
+    run(config, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(steps=3))
+    latest = tf.train.latest_checkpoint(tmp_path / "checkpoints")
+    assert latest.endswith("ckpt-3")
+    data_file = next(p for p in os.listdir(tmp_path / "checkpoints") if "ckpt-3.data" in p)
+    with open(tmp_path / "checkpoints" / data_file, "r+b") as f:
+        f.truncate(100)  # A write cut short.
+    more = tiny_config(tmp_path, epochs=2, seed=3, checkpoint_every_steps=1)
+    with caplog.at_level("WARNING"):
+        run(more, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(steps=3),
+            allow_changes=["epochs"])  # fmt: skip
+    assert (
+        "ckpt-3 cannot be read" in caplog.text and "going back to the previous one" in caplog.text
+    )
+    assert data_file in os.listdir(tmp_path / "checkpoints" / "corrupt")  # Kept, not deleted.
+    assert tf.train.latest_checkpoint(tmp_path / "checkpoints").endswith("ckpt-6")
+
+
+def test_float16_skipped_steps_still_count(tmp_path, monkeypatch):
+    """The loss scale skips overflowing float16 steps; the run's step counter does not."""
+    from alexnet_keras.training import trainer
+
+    monkeypatch.setattr(trainer, "INITIAL_LOSS_SCALE", 2.0**60)  # Every gradient overflows.
+    config = tiny_config(tmp_path, epochs=2, mixed_precision="float16", checkpoint_every_steps=2)
+    run(config, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(steps=3))
+    state = tf.train.get_checkpoint_state(tmp_path / "checkpoints")
+    steps = sorted(int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths)
+    assert steps == [2, 3, 4, 6][-len(steps) :] and steps[-1] == 6  # Named by the run's steps.
+    reader = tf.train.load_checkpoint(state.model_checkpoint_path)
+    names = {name for name, _ in tf.train.list_variables(state.model_checkpoint_path)}
+    iterations = next(n for n in names if n.startswith("optimizer/") and "iteration" in n)
+    assert reader.get_tensor(iterations) < 6  # The optimizer did skip steps.
+    rows = open(tmp_path / "history.csv").read().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in rows] == [0, 1]  # Epochs follow the run's steps.
