@@ -1,13 +1,35 @@
-"""Test setup: split the CPU into two logical devices before TensorFlow starts.
+"""Test setup: no downloads, and the CPU split into two logical devices before TensorFlow starts.
 
 Multi-device code (MirroredStrategy, the paper's two-column "towers" placement) then runs for
-real on `/cpu:0` and `/cpu:1`, as it would on two GPUs.
+real on `/cpu:0` and `/cpu:1`, as it would on two GPUs. No test can download: the package's own
+download path is switched off for this process and every subprocess (ALEXNET_NO_DOWNLOADS), and
+any connection to a non-loopback address fails here at once.
 """
 
+import ipaddress
 import os
+import socket
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ["ALEXNET_NO_DOWNLOADS"] = "1"
+_connect = socket.socket.connect
+
+
+def _is_loopback(host):
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # A host name other than localhost.
+        return False
+
+
+def _loopback_only(self, address):
+    if isinstance(address, tuple) and not _is_loopback(address[0]):
+        raise OSError(f"Tests may not use the network (tried to connect to {address[0]}).")
+    return _connect(self, address)
+
+
+socket.socket.connect = _loopback_only
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
