@@ -10,7 +10,8 @@ from train_helpers import REPO, run_env
 
 KEYS = {
     "train_images_per_sec", "train_e2e_images_per_sec", "infer_images_per_sec",
-    "latency_ms_batch1", "savedmodel_latency_ms_batch1", "gemm_gflops",
+    "latency_ms_batch1", "savedmodel_latency_ms_batch1", "gemm_gflops_float32",
+    "gemm_gflops_bfloat16",
     "train_fraction_of_ceiling",
 }  # fmt: skip
 

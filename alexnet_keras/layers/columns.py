@@ -51,6 +51,24 @@ def column_initializer(
     return initializer.__class__.from_config(config)
 
 
+def compute_weight(variable: keras.Variable, dtype: tf.DType) -> tf.Tensor:
+    """A weight in the compute dtype, whose gradient also stays in the compute dtype.
+
+    Under mixed precision TF's Cast gradient would convert every weight's gradient back to
+    float32 in a separate pass over 61M values (with the forward cast, 4% of a bfloat16 step on
+    an AMX CPU); PaperSGD's fused update reads the bfloat16 gradient and converts it in place.
+    """
+    value = tf.convert_to_tensor(variable)
+    if value.dtype == dtype:
+        return value
+
+    @tf.custom_gradient
+    def cast(weight: tf.Tensor) -> tuple:
+        return tf.cast(weight, dtype), lambda upstream: upstream
+
+    return cast(value)
+
+
 def on_device(device: str, fn: Callable[..., tf.Tensor], *inputs: tf.Tensor) -> tf.Tensor:
     """`fn(*inputs)` with every op of its forward and its backward pass on `device`.
 

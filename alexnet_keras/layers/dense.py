@@ -148,9 +148,9 @@ class GroupedDense(keras.layers.Layer):
         self.built = True
 
     def _column(self, g: int, x: tf.Tensor) -> tf.Tensor:
-        y = matmul(x, tf.cast(self.kernels[g], x.dtype))
+        y = matmul(x, columns.compute_weight(self.kernels[g], x.dtype))
         if self.use_bias:
-            y = tf.nn.bias_add(y, tf.cast(self.biases[g], y.dtype))
+            y = tf.nn.bias_add(y, columns.compute_weight(self.biases[g], y.dtype))
         return y
 
     def _flat(self, x: tf.Tensor) -> tf.Tensor:

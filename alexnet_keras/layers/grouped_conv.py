@@ -162,10 +162,10 @@ class GroupedConv2D(keras.layers.Layer):
             x = columns.whole(reads)
             if sliced:
                 x = columns.split_channels(x, self.groups)[g]
-            kernel = tf.cast(self.kernels[g], x.dtype)
+            kernel = columns.compute_weight(self.kernels[g], x.dtype)
             y = self._conv(x, kernel)
             if self.use_bias:
-                y = tf.nn.bias_add(y, tf.cast(self.biases[g], y.dtype))
+                y = tf.nn.bias_add(y, columns.compute_weight(self.biases[g], y.dtype))
             return y if self.activation is None else self.activation(y)
 
         return column
@@ -174,10 +174,11 @@ class GroupedConv2D(keras.layers.Layer):
         """All columns in one convolution: TF's grouped convolution (the kernel reads C/groups
         channels) for split_input, else one convolution with every column's filters. Same result
         as the per-column ops, without their channel split and concat (~4% of a CPU step)."""
-        kernel = tf.concat([tf.cast(k, inputs.dtype) for k in self.kernels], axis=-1)
+        kernel = tf.concat([columns.compute_weight(k, inputs.dtype) for k in self.kernels], -1)
         y = self._conv(inputs, kernel)
         if self.use_bias:
-            y = tf.nn.bias_add(y, tf.concat([tf.cast(b, y.dtype) for b in self.biases], axis=0))
+            biases = [columns.compute_weight(b, y.dtype) for b in self.biases]
+            y = tf.nn.bias_add(y, tf.concat(biases, axis=0))
         return y if self.activation is None else self.activation(y)
 
     def _conv(self, x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:

@@ -22,10 +22,11 @@ class LocalResponseNormalization(keras.layers.Layer):
     alpha=1e-4, beta=0.75)`: TF, like the paper, does NOT divide alpha by n. Caffe and PyTorch
     do (their `alpha` is the paper's alpha * n), so their published 1e-4 is a different network.
 
-    The normalization is computed in float32 and the result cast back to the input dtype: TF has
-    no bfloat16 LRN kernel on CPU, a float16 sum of squares overflows to inf (NaN downstream) for
-    activations around 300, and a float16 LRN under XLA fails with "Seen floating point types of
-    different precisions". So the layer is safe under `mixed_float16` and `mixed_bfloat16`.
+    The normalization's arithmetic is float32 whatever the input dtype, and the result comes back
+    in the input dtype: a float16 sum of squares overflows to inf (NaN downstream) for activations
+    around 300, so float16 inputs are normalized in float32; bfloat16 inputs keep their window sum
+    in bfloat16 (float32's range, rounded to 8 bits like the activations themselves). So the layer
+    is safe under `mixed_float16` and `mixed_bfloat16`.
 
     With `groups > 1` the channels are split into that many columns and each is normalized on its
     own, as on the paper's two GPUs (each GPU only sees its own kernel maps); with `devices` the
@@ -101,8 +102,10 @@ class LocalResponseNormalization(keras.layers.Layer):
         ]
 
     def _normalize(self, x: tf.Tensor, groups: int) -> tf.Tensor:
+        # float16 squares overflow (and XLA refuses mixed float16/float32): compute in float32.
+        native = x if x.dtype in (tf.float32, tf.bfloat16) else tf.cast(x, tf.float32)
         return local_response_normalization(
-            tf.cast(x, tf.float32), self.depth_radius, self.bias, self.alpha, self.beta, groups
+            native, self.depth_radius, self.bias, self.alpha, self.beta, groups
         )
 
     def compute_output_shape(self, input_shape: tuple | list) -> tuple | list:
@@ -125,55 +128,75 @@ class LocalResponseNormalization(keras.layers.Layer):
         return config
 
 
-def _window(channels: int, depth_radius: int, groups: int, scale: float) -> np.ndarray:
-    """[1, 1, C / groups, C] kernel of a grouped 1x1 convolution that sums each channel's window.
+def _window(channels: int, depth_radius: int, groups: int, dtype: tf.DType) -> tf.Tensor:
+    """[1, 1, C / groups, C] 0/1 kernel of a grouped 1x1 convolution that sums each window.
 
-    Entry [0, 0, j, i] is `scale` if channel j (within i's group) is within depth_radius of i.
-    With groups=2 the columns never mix, so the grouped convolution does half the work of a
-    block-diagonal [C, C] one.
+    Entry [0, 0, j, i] is 1 if channel j (within i's group) is within depth_radius of i. With
+    groups=2 the columns never mix, so the grouped convolution does half the work of a
+    block-diagonal [C, C] one. Ones are exact in every dtype (alpha is applied in float32).
     """
     per_group = channels // groups
     index = np.arange(per_group)
     band = (np.abs(index[:, None] - index[None, :]) <= depth_radius).astype(np.float32)
-    return (scale * np.tile(band, (1, groups)))[None, None]
+    return tf.constant(np.tile(band, (1, groups))[None, None], dtype)
 
 
 @tf.function(jit_compile=True)
-def _scale_forward(x: tf.Tensor, window_sum: tf.Tensor, bias: float, beta: float) -> tuple:
-    """(y, d^-beta, d) with d = bias + window_sum, in one fused XLA loop instead of five passes."""
-    d = bias + window_sum
+def _scale_forward(
+    x: tf.Tensor, window_sum: tf.Tensor, bias: float, alpha: float, beta: float
+) -> tuple:
+    """(y, d^-beta, d) with d = bias + alpha * window_sum, computed in float32 and returned in
+    x's dtype, in one fused XLA loop instead of five passes (and no separate casts)."""
+    d = bias + alpha * tf.cast(window_sum, tf.float32)
     if beta == 0.75:  # The paper's exponent: d^-0.75 = d^-0.5 * d^-0.25, no pow needed.
         scale = tf.math.rsqrt(d)
         scale = scale * tf.sqrt(scale)
     else:
         scale = tf.pow(d, -beta)
-    return x * scale, scale, d
+    y = tf.cast(x, tf.float32) * scale
+    return tf.cast(y, x.dtype), tf.cast(scale, x.dtype), tf.cast(d, x.dtype)
+
+
+@tf.function(jit_compile=True)
+def _backward_inner(upstream: tf.Tensor, y: tf.Tensor, d: tf.Tensor) -> tf.Tensor:
+    """g * y / d, the term the backward window sum runs over (float32 inside)."""
+    f32 = [tf.cast(v, tf.float32) for v in (upstream, y, d)]
+    return tf.cast(f32[0] * f32[1] / f32[2], upstream.dtype)
+
+
+@tf.function(jit_compile=True)
+def _backward_outer(
+    upstream: tf.Tensor, scale: tf.Tensor, x: tf.Tensor, back: tf.Tensor, factor: float
+) -> tf.Tensor:
+    """g * d^-beta + factor * x * S(g * y / d), with factor = -2 alpha beta (float32 inside)."""
+    g, s, a, b = (tf.cast(v, tf.float32) for v in (upstream, scale, x, back))
+    return tf.cast(g * s + factor * a * b, upstream.dtype)
 
 
 def local_response_normalization(
     x: tf.Tensor, depth_radius: int, bias: float, alpha: float, beta: float, groups: int = 1
 ) -> tf.Tensor:
-    """The paper's LRN on float32 NHWC `x`, equal to `tf.nn.local_response_normalization`.
+    """The paper's LRN on NHWC `x` (float32 or bfloat16), equal to TF's LRN kernel.
 
-    The sum of squares over the channel window is a grouped 1x1 convolution with a band matrix
-    (alpha folded in), the elementwise rest of the forward pass is one XLA-fused function, and the
-    gradient is written out: forward plus backward take 96 ms at lrn1's and lrn2's shapes (batch
-    32, this machine) against 140 ms for the plain-op version and ~190 ms for TF's LRN/LRNGrad
-    kernels. With d = k + alpha * S(x^2) and y = x * d^-beta,
-    dL/dx = g * d^-beta - 2 * alpha * beta * x * S(g * y / d), S the (symmetric) window sum.
+    The sum of squares over the channel window is a grouped 1x1 convolution with a 0/1 band in
+    x's dtype (bfloat16 has float32's range, so its squares cannot overflow; the convolution
+    accumulates in float32), and the elementwise rest of each pass is one XLA-fused function
+    computing in float32. The gradient is written out: with d = k + alpha * S(x^2) and
+    y = x * d^-beta, dL/dx = g * d^-beta - 2 * alpha * beta * x * S(g * y / d), S the
+    (symmetric) window sum. Under mixed bfloat16 this keeps LRN's activations in bfloat16 and
+    saves the float32 round trips (casts were 6% of the step on an AMX CPU, tools/benchmark.py).
     """
-    channels = x.shape[-1]
-    forward_window = tf.constant(_window(channels, depth_radius, groups, alpha))
-    backward_window = tf.constant(_window(channels, depth_radius, groups, -2.0 * alpha * beta))
+    window = _window(x.shape[-1], depth_radius, groups, x.dtype)
 
     @tf.custom_gradient
     def lrn(x: tf.Tensor) -> tuple:
-        window_sum = tf.nn.conv2d(tf.square(x), forward_window, strides=1, padding="VALID")
-        y, scale, d = _scale_forward(x, window_sum, bias, beta)
+        window_sum = tf.nn.conv2d(tf.square(x), window, strides=1, padding="VALID")
+        y, scale, d = _scale_forward(x, window_sum, bias, alpha, beta)
 
         def grad(upstream: tf.Tensor) -> tf.Tensor:
-            back = tf.nn.conv2d(upstream * y / d, backward_window, strides=1, padding="VALID")
-            return upstream * scale + x * back
+            inner = _backward_inner(upstream, y, d)
+            back = tf.nn.conv2d(inner, window, strides=1, padding="VALID")
+            return _backward_outer(upstream, scale, x, back, -2.0 * alpha * beta)
 
         return y, grad
 
