@@ -67,11 +67,18 @@ class TrainConfig:
     seed: int | None = None
     deterministic: bool = False
     strict_data: bool = False
+    init_from: str | None = None  # A run directory or .keras file to start from (fine-tuning).
+    freeze: tuple[str, ...] = ()  # Layers whose weights stay fixed.
+    fine_tune_lr_factor: float = 0.1  # Loaded layers learn at this x learning_rate.
     checkpoint_every_steps: int = 1000
+    steps_per_execution: int = 1  # Steps per host round trip: >1 keeps a fast GPU fed.
     final_checkpoint: str = "best"
 
     def __post_init__(self) -> None:
-        _check_positive(self, "image_size", "batch_size", "epochs", "checkpoint_every_steps")
+        _check_positive(
+            self, "image_size", "batch_size", "epochs", "checkpoint_every_steps",
+            "steps_per_execution",
+        )  # fmt: skip
         _check_positive(self, "steps_per_epoch", "validation_steps", "resize_size", optional=True)
         _check_choice(self, "architecture", ARCHITECTURES)
         _check_choice(self, "lrn_form", LRN_FORMS)
@@ -91,7 +98,7 @@ class TrainConfig:
             )
         if self.groups not in (1, 2):
             _fail("groups", self.groups, "1 or 2")
-        for name in ("learning_rate", "input_scale"):
+        for name in ("learning_rate", "input_scale", "fine_tune_lr_factor"):
             if getattr(self, name) <= 0:
                 _fail(name, getattr(self, name), "a positive number")
         for name in ("momentum", "dropout"):
@@ -131,7 +138,7 @@ class TrainConfig:
                 self.batch_size,
                 f"a multiple of the {len(self.devices)} replicas in --devices",
             )
-        for name in ("data_dir", "manual_dir", "stats_file"):
+        for name in ("manual_dir", "stats_file", "init_from"):  # data_dir is created if missing.
             path = getattr(self, name)
             if path is not None and not os.path.exists(path):
                 _fail(name, path, "an existing path")
@@ -159,7 +166,7 @@ class TrainConfig:
     def from_json(cls, text: str) -> TrainConfig:
         """Reads a config written by `to_json`; unknown keys (from newer versions) are errors."""
         values = json.loads(text)
-        for name in ("lr_boundaries", "devices"):
+        for name in ("lr_boundaries", "devices", "freeze"):
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)

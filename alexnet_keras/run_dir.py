@@ -73,11 +73,19 @@ def model_file(model_dir: str, checkpoint: str = "best") -> str:
     return os.path.join(model_dir, MODEL_FILES[checkpoint])
 
 
-def load_inference_model(checkpoint: str, config: TrainConfig, num_classes: int) -> keras.Model:
-    """The trained network in float32 with no device pins, weights from a `.keras` checkpoint.
+INFERENCE_PRECISIONS = ("float32", "bfloat16")
+
+
+def load_inference_model(
+    checkpoint: str, config: TrainConfig, num_classes: int, precision: str = "float32"
+) -> keras.Model:
+    """The trained network with no device pins, weights from a `.keras` checkpoint.
 
     Rebuilt from the run's config rather than deserialized, so a run trained under mixed bfloat16
-    or on pinned tower devices serves and evaluates in plain float32 on any one device.
+    or on pinned tower devices serves and evaluates in plain float32 on any one device. With
+    `precision="bfloat16"` the weights themselves are stored in bfloat16 (no per-call casts of
+    61M weights), for CPUs and GPUs with bf16 units; LRN, fc8 (the logits) and the softmax stay
+    float32.
 
     Raises:
         FileNotFoundError / ValueError: naming `checkpoint` when it is missing, corrupt or from a
@@ -88,8 +96,13 @@ def load_inference_model(checkpoint: str, config: TrainConfig, num_classes: int)
             f"Checkpoint {checkpoint} does not exist. Train first "
             "(`python -m alexnet_keras.train`) or pass --checkpoint=last / --keras_file=PATH."
         )
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(
+            f"--serving_precision must be one of {', '.join(INFERENCE_PRECISIONS)}. "
+            f"Received: {precision!r}"
+        )
     policy = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("float32")  # Inference computes in float32.
+    keras.mixed_precision.set_dtype_policy(precision)  # Weights and compute (fc8 stays float32).
     try:
         model = build_alexnet(num_classes=num_classes, **config.model_kwargs())
     finally:

@@ -191,6 +191,30 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         "Steps between resumable checkpoints (also saved at each epoch end).",
         **fv,
     )
+    flags.DEFINE_string(
+        "init_from",
+        _D.init_from,
+        "Start from this run directory (its best.keras) or .keras file: layers with the same "
+        "name and shapes are copied, fc8 starts new when the class count differs.",
+        **fv,
+    )
+    flags.DEFINE_list(
+        "freeze", list(_D.freeze), "Layers whose weights stay fixed, e.g. conv1,conv2.", **fv
+    )
+    flags.DEFINE_float(
+        "fine_tune_lr_factor",
+        _D.fine_tune_lr_factor,
+        "With --init_from, loaded layers learn at this times --learning_rate, new ones at the "
+        "full rate (Caffe's fine-tuning recipe: 1/10, the new classifier 10x faster).",
+        **fv,
+    )
+    flags.DEFINE_integer(
+        "steps_per_execution",
+        _D.steps_per_execution,
+        "Training steps per call from the host (Keras's steps_per_execution): more keeps a fast "
+        "GPU busy; checkpoints and logs then happen at these boundaries.",
+        **fv,
+    )
     flags.DEFINE_enum(
         "final_checkpoint",
         _D.final_checkpoint,
@@ -226,7 +250,8 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> config_lib
             "comma-separated epoch numbers."
         ) from None
     values["devices"] = tuple(values["devices"])
-    for name in ("data_dir", "manual_dir", "model_dir", "stats_file"):
+    values["freeze"] = tuple(values["freeze"])
+    for name in ("data_dir", "manual_dir", "model_dir", "stats_file", "init_from"):
         if values[name]:
             values[name] = os.path.expanduser(values[name])
     return config_lib.TrainConfig(**values)

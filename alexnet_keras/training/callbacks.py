@@ -129,7 +129,8 @@ class StepCheckpoint(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         step = self._epoch_start + batch  # Steps taken so far.
-        if step > self.saved_step and step % self.every_steps == 0:
+        # Crossed a multiple of every_steps (with steps_per_execution > 1 it may not land on one).
+        if step // self.every_steps > self.saved_step // self.every_steps:
             self._save(step)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

@@ -28,7 +28,10 @@ def _coupled_momentum_update(
     momentum: float,
     decay: float,
 ) -> None:
-    """v <- momentum * v - lr * (g + decay * w); w <- w + v (Sec. 5), as one XLA loop."""
+    """v <- momentum * v - lr * (g + decay * w); w <- w + v (Sec. 5), as one XLA loop.
+
+    A bfloat16 gradient (mixed precision) is converted to float32 inside the loop."""
+    gradient = tf.cast(gradient, variable.dtype)
     new_velocity = momentum * velocity - learning_rate * (gradient + decay * variable)
     velocity.assign(new_velocity)
     variable.assign_add(new_velocity)
@@ -94,6 +97,13 @@ class PaperSGD(keras.optimizers.SGD):
         # Decided here, where variables still carry their Keras paths ("conv2/kernel_0");
         # update_step may receive the backend's raw variable.
         self._decayed = [is_decayed(v) for v in variables]
+        self._paths = [v.path for v in variables]
+        self._lr_scales = [1.0] * len(variables)
+
+    def scale_learning_rates(self, scales: dict[str, float]) -> None:
+        """Multiplies the learning rate of the variables of the named layers, e.g. {"conv1": 0.1}
+        (fine-tuning: loaded layers learn slower than new ones). Call before training starts."""
+        self._lr_scales = [scales.get(path.split("/")[0], 1.0) for path in self._paths]
 
     def add_variable_from_reference(
         self,
@@ -111,6 +121,8 @@ class PaperSGD(keras.optimizers.SGD):
         # crossed to device 0 and back each step (measured on the executed graph).
         if tf.distribute.get_strategy().num_replicas_in_sync == 1:
             return list(grads_and_vars)
+        # Across replicas, sum in the variables' float32 (bfloat16 sums lose precision).
+        grads_and_vars = [(g if g is None else tf.cast(g, v.dtype), v) for g, v in grads_and_vars]
         return super()._all_reduce_sum_gradients(grads_and_vars)
 
     def update_step(self, gradient, variable, learning_rate):  # noqa: ANN001, ANN201
@@ -119,18 +131,19 @@ class PaperSGD(keras.optimizers.SGD):
 
     def _update_step(self, gradient, variable, learning_rate):  # noqa: ANN001, ANN202
         index = self._get_variable_index(variable)
-        gradient = tf.cast(gradient, variable.dtype)
         decay = self.coupled_weight_decay if self._decayed[index] else 0.0
+        if not decay or self.momentum == 0 or self.nesterov:  # Not the fused XLA update.
+            gradient = tf.cast(gradient, variable.dtype)
         if self.momentum == 0 or self.nesterov:
             if decay:
                 gradient = gradient + tf.cast(decay, variable.dtype) * variable
-            return super().update_step(gradient, variable, learning_rate)
+            return super().update_step(gradient, variable, learning_rate * self._lr_scales[index])
         # Keras's SGD takes five elementwise passes over each variable and the decay two more; for
         # 61M parameters that is memory-bound, ~10% of a CPU step. One fused loop reads w, g, v
         # and writes w, v: ResourceApplyKerasMomentum without decay, XLA with it (the kernel
         # plus a separate decay add was 43 ms for fc6 alone, the XLA loop 28 ms).
         momentum = _local_copy(self.momentums[index].value, variable)
-        lr = tf.cast(learning_rate, variable.dtype)
+        lr = tf.cast(learning_rate * self._lr_scales[index], variable.dtype)
         if decay:
             _coupled_momentum_update(variable, momentum, gradient, lr, self.momentum, decay)
             return

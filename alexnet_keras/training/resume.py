@@ -20,7 +20,8 @@ from alexnet_keras.data.stats import DatasetStats
 
 # Where and how the run executes, not what it computes.
 FREE = frozenset({
-    "data_dir", "manual_dir", "model_dir", "checkpoint_every_steps", "strict_data",
+    "data_dir", "manual_dir", "model_dir", "checkpoint_every_steps", "steps_per_execution",
+    "strict_data",
     "distribution", "devices", "logical_devices", "jit_compile", "deterministic",
 })  # fmt: skip
 # The same run, continued with other values: accepted with --allow_changes=NAME,...
@@ -32,10 +33,12 @@ ALLOWED_CHANGES = (
 
 @dataclasses.dataclass(frozen=True)
 class RunRecord:
-    """What run.json holds: the data seed (also for runs without --seed) and the precision."""
+    """What run.json holds: the data seed (also for runs without --seed), the precision, and the
+    layers that started from a fresh initialization (all, unless --init_from loaded some)."""
 
     data_seed: int
     precision: str
+    new_layers: tuple[str, ...] | None = None
 
     def write(self, model_dir: str) -> None:
         path = os.path.join(model_dir, run_dir.RUN_STATE_FILE)
@@ -50,7 +53,10 @@ class RunRecord:
             return None
         try:
             with open(path) as f:
-                return cls(**json.load(f))
+                values = json.load(f)
+            if values.get("new_layers") is not None:
+                values["new_layers"] = tuple(values["new_layers"])
+            return cls(**values)
         except (ValueError, TypeError) as error:
             raise ValueError(f"{path} is not an alexnet_keras run record: {error}") from None
 

@@ -27,7 +27,7 @@ from alexnet_keras.config import TrainConfig
 from alexnet_keras.data import pipeline, sources, stats
 from alexnet_keras.model import build_alexnet
 from alexnet_keras.training import callbacks as cb
-from alexnet_keras.training import evaluation, precision, resume, strategies
+from alexnet_keras.training import evaluation, fine_tune, precision, resume, strategies
 from alexnet_keras.training.checkpoints import RunState
 from alexnet_keras.training.optimizer import PaperSGD
 
@@ -111,6 +111,9 @@ def compile_alexnet(
     Shared with tools/benchmark.py, so the benchmark times exactly the step that training runs.
     """
     model = build_alexnet(num_classes=num_classes, tower_devices=towers, **config.model_kwargs())
+    fine_tune.check_freeze(config.freeze, model)
+    for name in config.freeze:  # Before compiling: frozen layers get no gradient nor momentum.
+        model.get_layer(name).trainable = False
     optimizer = PaperSGD(config.learning_rate, config.momentum, config.weight_decay)
     if keras.mixed_precision.global_policy().name == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer, INITIAL_LOSS_SCALE)
@@ -124,6 +127,7 @@ def compile_alexnet(
         # XLA under MirroredStrategy fails ("Trying to access resource ... located in device
         # CPU:1 from device CPU:0") and would ignore the towers' device pins.
         jit_compile=config.jit_compile and replicas == 1 and towers is None,
+        steps_per_execution=config.steps_per_execution,
     )
     optimizer.build(model.trainable_variables)
     # Create the metrics' variables now (Keras does at the first step), so checkpoints hold them.
@@ -192,7 +196,7 @@ def _run(
     datasets = datasets or make_datasets(config, strategy, data_stats, data_seed)
     model_dir = config.model_dir
     if chief:
-        _write_run_files(config, datasets, data_stats, resume.RunRecord(data_seed, computes_in))
+        _write_run_files(config, datasets, data_stats)
 
     with strategy.scope():
         model = compile_alexnet(config, len(datasets.class_names), towers, replicas)
@@ -202,6 +206,9 @@ def _run(
         state = RunState(model, os.path.join(save_dir, run_dir.CHECKPOINT_DIR))
     if towers:
         logging.info(strategies.describe_towers(model))
+    new_layers = _start_from(model, config, record)
+    if chief:
+        resume.RunRecord(data_seed, computes_in, new_layers).write(model_dir)
     start = state.restore_latest()
     metric_values = [v.numpy() for v in state.metric_variables]
     model.train_step = _counting_steps(model.train_step, state)
@@ -273,8 +280,26 @@ def _async(callback: keras.callbacks.Callback) -> keras.callbacks.Callback:
     return callback
 
 
+def _start_from(
+    model: keras.Model, config: TrainConfig, record: resume.RunRecord | None
+) -> tuple[str, ...]:
+    """Loads --init_from's matching layers into a new run (a resumed one has its checkpoint) and
+    slows their learning rate by --fine_tune_lr_factor; records the layers that start new."""
+    if record is not None and record.new_layers is not None:
+        new_layers = record.new_layers
+    elif config.init_from:
+        _, fresh = fine_tune.load_matching_layers(model, fine_tune.source_model(config.init_from))
+        new_layers = tuple(fresh)
+    else:
+        new_layers = tuple(layer.name for layer in model.layers if layer.weights)
+    if config.init_from:
+        loaded = {layer.name for layer in model.layers if layer.weights} - set(new_layers)
+        model.optimizer.scale_learning_rates(dict.fromkeys(loaded, config.fine_tune_lr_factor))
+    return new_layers
+
+
 def _write_run_files(
-    config: TrainConfig, datasets: Datasets, data_stats: stats.DatasetStats, record: object
+    config: TrainConfig, datasets: Datasets, data_stats: stats.DatasetStats
 ) -> None:
     os.makedirs(config.model_dir, exist_ok=True)
     with open(os.path.join(config.model_dir, run_dir.CONFIG_FILE), "w") as f:
@@ -282,7 +307,6 @@ def _write_run_files(
     with open(os.path.join(config.model_dir, run_dir.CLASS_NAMES_FILE), "w") as f:
         json.dump(list(datasets.class_names), f, indent=2)
     stats.save_stats(data_stats, os.path.join(config.model_dir, run_dir.STATS_FILE))
-    record.write(config.model_dir)
 
 
 def _counting_steps(train_step: Callable[[object], dict], state: RunState) -> Callable:

@@ -1,0 +1,87 @@
+"""Fine-tuning: --init_from copies matching layers, --freeze keeps layers fixed, fc8 starts new."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from train_helpers import tiny_arrays, tiny_config, tiny_datasets
+
+from alexnet_keras.run_dir import load_run
+from alexnet_keras.training.trainer import Datasets, run
+
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A trained 4-class run to start from."""
+    model_dir = tmp_path_factory.mktemp("source")
+    run(tiny_config(model_dir, epochs=1, seed=1), tf.distribute.get_strategy(), tiny_datasets())
+    return str(model_dir)
+
+
+def _two_class_datasets(steps=4):
+    images, labels = tiny_arrays(n=16, seed=5)
+    labels = labels % 2  # Another task: 2 classes, so fc8 has another shape.
+    train = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(8)
+    once = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+    return Datasets(train, once, once, ("left", "right"), steps, "test")
+
+
+class WeightsAtStart(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.weights = {
+            layer.name: [w.numpy() for w in layer.weights] for layer in self.model.layers
+        }
+
+
+def test_init_from_copies_freezes_and_learns(tmp_path, source):
+    at_start = WeightsAtStart()
+    config = tiny_config(tmp_path, epochs=3, init_from=source, freeze=("conv1", "conv2"),
+                         learning_rate=0.01, dropout=0.0, seed=2)  # fmt: skip
+    run(config, tf.distribute.get_strategy(), _two_class_datasets(), callbacks=[at_start])
+    before = load_run(source, "best").model
+    after = load_run(str(tmp_path), "last").model
+    for name in LAYERS:  # Every matching layer started as the source's.
+        for ours, theirs in zip(at_start.weights[name], before.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(ours, theirs, err_msg=name)
+    for name in ("conv1", "conv2"):  # Frozen: unchanged by three epochs.
+        for ours, theirs in zip(
+            after.get_layer(name).get_weights(), before.get_layer(name).get_weights()
+        ):
+            np.testing.assert_array_equal(ours, theirs, err_msg=name)
+    assert not np.array_equal(
+        after.get_layer("conv3").kernels[0], before.get_layer("conv3").kernels[0]
+    )
+    assert after.get_layer("fc8").kernels[0].shape[-1] == 1  # Two classes over two columns.
+    with open(tmp_path / "run.json") as f:
+        assert json.load(f)["new_layers"] == ["fc8"]
+    rows = open(tmp_path / "history.csv").read().splitlines()
+    header = rows[0].split(",")
+    losses = [float(row.split(",")[header.index("loss")]) for row in rows[1:]]
+    assert losses[-1] < losses[0]
+
+
+def test_loaded_layers_learn_slower_than_new_ones(tmp_path, source):
+    from alexnet_keras.training import trainer
+
+    config = tiny_config(tmp_path, epochs=1, init_from=source, fine_tune_lr_factor=0.25)
+    model = trainer.compile_alexnet(config, 2, None, 1)
+    trainer._start_from(model, config, None)
+    scales = dict(zip(model.optimizer._paths, model.optimizer._lr_scales))
+    assert scales["conv3/kernel_0"] == scales["fc7/bias_1"] == 0.25
+    assert scales["fc8/kernel_0"] == scales["fc8/bias_1"] == 1.0
+
+
+def test_mismatched_network_and_unknown_layer_are_refused(tmp_path, source):
+    other_size = tiny_config(tmp_path / "a", image_size=99, init_from=source)
+    with pytest.raises(ValueError, match="layer fc6 has weights"):
+        run(other_size, tf.distribute.get_strategy(), _two_class_datasets())
+    with pytest.raises(ValueError, match="--freeze=conv9 is invalid"):
+        run(tiny_config(tmp_path / "b", freeze=("conv9",)), tf.distribute.get_strategy(),
+            tiny_datasets())  # fmt: skip
+    with pytest.raises(ValueError, match="--init_from=.*missing"):
+        tiny_config(tmp_path / "c", init_from=os.path.join(source, "missing"))
