@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 from fake_data import encode, smooth_image
-from train_helpers import CLASSES, SIZE, tiny_config
+from PIL import Image
+from train_helpers import CLASSES, SIZE, tiny_arrays, tiny_config
 
 from alexnet_keras.data import pixels, preprocessing, stats
 from alexnet_keras.model import build_alexnet
@@ -49,6 +50,19 @@ def sample_images():
         encode(gray, "PNG"),
         encode(smooth_image(240, 320, seed=2)),
     ]
+
+
+def training_like_jpegs(n=2, seed=5):
+    """(JPEG bytes, labels): tiny_arrays images (a bright quadrant per class) as 0..255 pixels,
+    stretched to 90x120 so evaluation's resize and crops matter. A tiny run trained on such
+    images answers them unsaturated and differently (random smooth images get one class at 0.99).
+    """
+    images, labels = tiny_arrays(n=n, seed=seed)
+    jpegs = []
+    for image in images:
+        pixels = Image.fromarray(np.clip(np.round(image + 120), 0, 255).astype(np.uint8))
+        jpegs.append(encode(np.asarray(pixels.resize((120, 90), Image.BILINEAR))))
+    return jpegs, labels
 
 
 def write_images(directory):

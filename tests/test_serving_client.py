@@ -11,17 +11,22 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_helpers import sample_images, write_run_dir
+from export_helpers import STATS, reference_probabilities, sample_images, write_run_dir
 from serving_fakes import FakeGrpcServer, FakeRestServer, Servable, free_port
 from tensorflow_serving.apis import predict_pb2
 from train_helpers import CLASSES, REPO
 
+from alexnet_keras.run_dir import load_run
 from alexnet_keras.serving import client, export
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    run_dir = write_run_dir(str(tmp_path_factory.mktemp("run")))
+def run_dir(tmp_path_factory):
+    return write_run_dir(str(tmp_path_factory.mktemp("run")))
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory):
     base = str(tmp_path_factory.mktemp("exports"))
     return export.export_saved_model(export.resolve_source(run_dir), base, write_warmup=False)
 
@@ -102,12 +107,16 @@ def test_grpc_request_and_response_protos():
     np.testing.assert_allclose(prediction.scores, (0.8, 0.2))
 
 
-def test_rest_against_fake_server(servable):
+def test_rest_against_fake_server(servable, run_dir):
     images = sample_images()
+    # The full ranking (4 classes) by the in-memory model, not just "some labels came back".
+    expected = reference_probabilities(load_run(run_dir).model, STATS, images)
+    ranking = np.argsort(-expected, axis=1, kind="stable")
     with FakeRestServer(servable) as server:
         predictions = client.rest_predict(server.address, "alexnet", images)
         _assert_same(predictions, _expected(servable, images))
-        assert set(predictions[0].labels) == set(CLASSES)
+        assert [p.ids for p in predictions] == [tuple(row) for row in ranking]
+        assert [p.labels for p in predictions] == [tuple(np.array(CLASSES)[r]) for r in ranking]
         _assert_same(client.rest_predict(server.address, "alexnet", images[:1], version=1),
                      _expected(servable, images[:1]))  # fmt: skip
         status = client.rest_model_status(server.address, "alexnet")

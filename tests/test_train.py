@@ -4,12 +4,15 @@ import json
 import os
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from train_helpers import (
+    SIZE,
     run_env,
     run_train,
+    ten_distinct_crops,
     tiny_arrays,
     tiny_config,
     tiny_datasets,
@@ -18,6 +21,7 @@ from train_helpers import (
 
 from alexnet_keras.run_dir import load_run
 from alexnet_keras.training import callbacks as cb
+from alexnet_keras.training import evaluation
 from alexnet_keras.training.trainer import Datasets, run
 
 METRIC_KEYS = {"top1_error", "top5_error", "top1_accuracy", "top5_accuracy", "examples", "crops"}
@@ -30,9 +34,9 @@ def _checkpoint_steps(model_dir):
 
 def _assert_run_outputs(model_dir, metrics, final_step):
     assert METRIC_KEYS <= set(metrics)
-    assert np.isfinite(metrics["top1_error"])
     with open(os.path.join(model_dir, "metrics.json")) as f:
-        assert json.load(f)["examples"] == metrics["examples"] == 16
+        assert json.load(f) == metrics  # What the run returned is what it wrote.
+    assert metrics["examples"] == 16
     assert max(_checkpoint_steps(model_dir)) == final_step
     for name in ("last.keras", "config.json", "class_names.json", "stats.json", "history.csv"):
         assert os.path.exists(os.path.join(model_dir, name)), name
@@ -49,12 +53,89 @@ def test_one_device(tmp_path):
     _assert_run_outputs(tmp_path, metrics, final_step=6)
 
 
+def _softmax(logits):
+    logits = np.asarray(logits, np.float64)
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _numpy_counts(probabilities, labels):
+    """(top-1, top-5) correct counts of [n, classes] probabilities, by sorting in NumPy."""
+    ranks = np.argsort(-probabilities, axis=1, kind="stable")
+    k = min(5, probabilities.shape[1])
+    return int((ranks[:, 0] == labels).sum()), int((ranks[:, :k] == labels[:, None]).any(1).sum())
+
+
 def test_mirrored_on_two_logical_cpus(tmp_path):
+    """The final 10-crop evaluation of a mirrored run, on 10 distinct crops per image, against a
+    NumPy average of the saved model's per-crop softmax and a NumPy top-1 count (top-5 of these
+    4 classes is every class; the 10-class test below checks it)."""
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    config = tiny_config(tmp_path, distribution="mirrored", devices=("/cpu:0", "/cpu:1"))
+    # lr 0.001: 3 steps leave unsaturated answers, so the 10 crops can vote for different classes.
+    config = tiny_config(tmp_path, distribution="mirrored", devices=("/cpu:0", "/cpu:1"), seed=4,
+                         learning_rate=0.001)  # fmt: skip
     metrics = run(config, strategy, tiny_datasets(steps=3, ten_crop=True))
     _assert_run_outputs(tmp_path, metrics, final_step=3)
     assert metrics["crops"] == 10
+    images, labels = tiny_arrays()
+    crops = ten_distinct_crops(images)
+    model = keras.saving.load_model(os.path.join(tmp_path, "best.keras"))  # What it evaluated.
+    logits = model.predict(crops.reshape(-1, SIZE, SIZE, 3), verbose=0)
+    per_crop = _softmax(logits).reshape(16, 10, -1)
+    probabilities = per_crop.mean(axis=1)
+    top1, _ = _numpy_counts(probabilities, labels)
+    assert metrics["top1_accuracy"] == top1 / 16  # 8 of 16 here.
+    ranked = -np.sort(-probabilities, axis=1)
+    assert (ranked[:, 0] - ranked[:, 1]).min() > 1e-3  # No near-tie for rounding to flip.
+    votes = per_crop.argmax(axis=-1)
+    assert (votes != votes[:, :1]).any()  # The crops disagree: averaging is what is tested.
+
+
+def _linear_model(classes, shape, seed):
+    """A fixed linear classifier, so the reference logits are one NumPy matmul."""
+    rng = np.random.default_rng(seed)
+    kernel = rng.normal(0, 0.3, (int(np.prod(shape)), classes)).astype(np.float32)
+    bias = rng.normal(0, 0.3, classes).astype(np.float32)
+    model = keras.Sequential(
+        [keras.Input(shape), keras.layers.Flatten(), keras.layers.Dense(classes)]
+    )
+    model.layers[-1].set_weights([kernel, bias])
+    return model, kernel.astype(np.float64), bias.astype(np.float64)
+
+
+def test_ten_crop_evaluation_is_the_mean_softmax_of_ten_distinct_crops():
+    """evaluate_model / crop_probabilities on 13 images x 10 different crops, 10 classes (so top-5
+    can miss), batches of 5 (a short last one): NumPy mean of the per-crop softmax to 1e-6, and
+    top-1/top-5 counts from NumPy, with labels placed at known ranks of that reference."""
+    n, classes, shape = 13, 10, (4, 4, 3)
+    model, kernel, bias = _linear_model(classes, shape, seed=0)
+    crops = np.random.default_rng(1).normal(0, 1, (n, 10, *shape)).astype(np.float32)
+    per_crop = _softmax(crops.reshape(n, 10, -1).astype(np.float64) @ kernel + bias)
+    expected = per_crop.mean(axis=1)
+    ranks = np.argsort(-expected, axis=1)
+    assert np.diff(-np.sort(-expected, axis=1), axis=1).max() < -1e-4  # No near-ties to flip.
+    true_rank = np.arange(n) % 7  # Ranks 0 (top-1), 1..4 (top-5 only) and 5, 6 (neither).
+    labels = ranks[np.arange(n), true_rank].astype(np.int32)
+    np.testing.assert_allclose(
+        evaluation.crop_probabilities(model, tf.constant(crops)).numpy(), expected, atol=1e-6
+    )
+    dataset = tf.data.Dataset.from_tensor_slices((crops, labels)).batch(5)
+    metrics = evaluation.evaluate_model(model, dataset, "test")
+    assert (metrics["crops"], metrics["examples"], metrics["split"]) == (10, n, "test")
+    assert metrics["top1_accuracy"] == pytest.approx(np.sum(true_rank == 0) / n)  # 2 of 13.
+    assert metrics["top5_accuracy"] == pytest.approx(np.sum(true_rank < 5) / n)  # 10 of 13.
+    assert _numpy_counts(expected, labels) == (2, 10)
+    assert metrics["top1_error"] == pytest.approx(11 / 13)
+    # The 1e-6 check can fail: the mean of the logits, or one crop alone, is far off.
+    mean_logits = _softmax(crops.reshape(n, 10, -1).astype(np.float64).mean(1) @ kernel + bias)
+    assert np.abs(mean_logits - expected).max() > 1e-2
+    assert np.abs(per_crop[:, 0] - expected).max() > 1e-2
+    # The centre-crop path ([batch, h, w, 3]): one crop, its softmax.
+    centre = tf.data.Dataset.from_tensor_slices((crops[:, 0], labels)).batch(5)
+    metrics = evaluation.evaluate_model(model, centre, "test")
+    assert metrics["crops"] == 1
+    top1, top5 = _numpy_counts(per_crop[:, 0], labels)
+    assert (metrics["top1_accuracy"], metrics["top5_accuracy"]) == (top1 / n, top5 / n)
 
 
 @pytest.mark.slow  # Three fresh processes that import TensorFlow.

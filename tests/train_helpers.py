@@ -29,11 +29,19 @@ def tiny_arrays(n=16, seed=0):
     return images, labels.astype(np.int32)
 
 
+def ten_distinct_crops(images, seed=1):
+    """[n, 10, ...] crops that all differ: 5 noisy copies of each image, then their mirrors, like
+    the paper's 5 windows and their reflections (a mirror moves the bright quadrant)."""
+    rng = np.random.default_rng(seed)
+    noisy = images[:, None] + rng.normal(0, 20, size=(len(images), 5) + images.shape[1:])
+    return np.concatenate([noisy, noisy[:, :, :, ::-1]], axis=1).astype(np.float32)
+
+
 def tiny_datasets(batch=8, steps=3, ten_crop=False):
     images, labels = tiny_arrays()
     train = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(batch)
     validation = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch)
-    crops = np.repeat(images[:, None], 10, axis=1) if ten_crop else images
+    crops = ten_distinct_crops(images) if ten_crop else images
     evaluation = tf.data.Dataset.from_tensor_slices((crops, labels)).batch(batch)
     return Datasets(train, validation, evaluation, CLASSES, steps, "test")
 

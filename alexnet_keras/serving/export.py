@@ -13,6 +13,7 @@ created. `models.config` (model_config_list) and `batching_parameters.txt` are (
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -21,6 +22,14 @@ from collections.abc import Sequence
 
 import keras
 from absl import logging
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    text_format,
+    wrappers_pb2,
+)
+from tensorflow_serving.config import model_server_config_pb2
 
 from alexnet_keras import run_dir
 from alexnet_keras.config import TrainConfig
@@ -37,12 +46,12 @@ EXPORT_INFO_FILE = "export_info.json"
 # Server-side batching (TF Serving's --enable_batching): up to 32 requests merged within 2 ms.
 # num_batch_threads = cores of a small serving machine; max_enqueued_batches bounds the queue
 # so overload fails fast instead of growing latency without bound.
-BATCHING_PARAMETERS = """\
-max_batch_size { value: 32 }
-batch_timeout_micros { value: 2000 }
-max_enqueued_batches { value: 100 }
-num_batch_threads { value: 4 }
-"""
+BATCHING = {
+    "max_batch_size": 32,
+    "batch_timeout_micros": 2000,
+    "max_enqueued_batches": 100,
+    "num_batch_threads": 4,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,19 +178,73 @@ def _write_atomically(path: str, text: str) -> None:
 
 
 def models_config_text(export_base: str) -> str:
-    """A model_config_list with every model directory under `export_base` (absolute paths)."""
-    entries = []
+    """A ModelServerConfig text proto listing every model directory under `export_base`.
+
+    Each model directory with at least one numeric version becomes a `model_config_list` entry
+    with its absolute `base_path` and platform "tensorflow" (what `--model_config_file` reads).
+    """
+    config = model_server_config_pb2.ModelServerConfig()
     for name in sorted(os.listdir(export_base)):
         base_path = os.path.abspath(os.path.join(export_base, name))
         if os.path.isdir(base_path) and any(v.isdigit() for v in os.listdir(base_path)):
-            entries.append(
-                "  config {\n"
-                f'    name: "{name}"\n'
-                f'    base_path: "{base_path}"\n'
-                '    model_platform: "tensorflow"\n'
-                "  }\n"
+            config.model_config_list.config.add(
+                name=name, base_path=base_path, model_platform="tensorflow"
             )
-    return "model_config_list {\n" + "".join(entries) + "}\n"
+    return text_format.MessageToString(config)
+
+
+# TF Serving's BatchingParameters (tensorflow_serving/servables/tensorflow/
+# session_bundle_config.proto: the same names, numbers and types), declared here because the
+# tensorflow-serving-api wheel does not ship that proto's generated module.
+_BATCHING_PROTO = """
+name: "tensorflow_serving/servables/tensorflow/session_bundle_config.proto"
+package: "tensorflow.serving"
+dependency: "google/protobuf/wrappers.proto"
+syntax: "proto3"
+message_type {
+  name: "BatchingParameters"
+  field { name: "max_batch_size" number: 1 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+          type_name: ".google.protobuf.Int64Value" }
+  field { name: "batch_timeout_micros" number: 2 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+          type_name: ".google.protobuf.Int64Value" }
+  field { name: "max_enqueued_batches" number: 3 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+          type_name: ".google.protobuf.Int64Value" }
+  field { name: "num_batch_threads" number: 4 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+          type_name: ".google.protobuf.Int64Value" }
+  field { name: "thread_pool_name" number: 5 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+          type_name: ".google.protobuf.StringValue" }
+  field { name: "allowed_batch_sizes" number: 6 label: LABEL_REPEATED type: TYPE_INT64 }
+}
+"""
+
+
+@functools.cache
+def batching_parameters_class() -> type:
+    """TF Serving's `tensorflow.serving.BatchingParameters` message class.
+
+    The generated module when it is installed, else the message declared in `_BATCHING_PROTO`
+    (in a private descriptor pool, so it cannot clash with a later import of the real one).
+    """
+    try:
+        from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
+    except ImportError:
+        pool = descriptor_pool.DescriptorPool()
+        for proto in (
+            descriptor_pb2.FileDescriptorProto.FromString(wrappers_pb2.DESCRIPTOR.serialized_pb),
+            text_format.Parse(_BATCHING_PROTO, descriptor_pb2.FileDescriptorProto()),
+        ):
+            pool.Add(proto)
+        message = pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
+        return message_factory.GetMessageClass(message)
+    return session_bundle_config_pb2.BatchingParameters
+
+
+def batching_parameters_text() -> str:
+    """The BatchingParameters text proto of `BATCHING` (what `--batching_parameters_file` reads)."""
+    parameters = batching_parameters_class()()
+    for name, value in BATCHING.items():
+        getattr(parameters, name).value = value
+    return text_format.MessageToString(parameters)
 
 
 def serving_commands(export_base: str, model_name: str) -> dict[str, str]:
@@ -272,7 +335,7 @@ def export_saved_model(
     models_config = os.path.join(export_base, MODELS_CONFIG_FILE)
     _write_atomically(models_config, models_config_text(export_base))
     batching = os.path.join(export_base, BATCHING_FILE)
-    _write_atomically(batching, BATCHING_PARAMETERS)
+    _write_atomically(batching, batching_parameters_text())
     return ExportResult(
         path=final, version=version, model_name=model_name, export_base=export_base,
         models_config=models_config, batching_parameters=batching,
