@@ -38,38 +38,64 @@ def _collect(ds):
     return np.concatenate(images), np.concatenate(labels)
 
 
-def test_imagenet_training_batches_and_bad_images(imagenet):
+def _distinct(images):
+    return len({image.tobytes() for image in images})
+
+
+def test_imagenet_training_stream_and_bad_images(imagenet):
+    """The real TFDS imagenet2012 shards as the endless training stream: every pass is the
+    8 examples (3 + 3 JPEGs, a PNG named .JPEG, a truncated JPEG) in a fresh order; the truncated
+    one is skipped, counted, and its slot taken by the next good example."""
     data_dir, _ = imagenet
     log = pipeline.BadImageLog()
     ds = pipeline.build_dataset(
-        "imagenet2012",
-        "train",
-        batch_size=2,
-        training=True,
-        data_dir=data_dir,
-        seed=3,
+        "imagenet2012", "train", batch_size=8, training=True, data_dir=data_dir, seed=3,
         bad_image_log=log,
-    )
-    assert ds.element_spec[0].shape == (2, 227, 227, 3) and ds.element_spec[1].dtype == tf.int32
-    images, labels = _collect(ds)
-    # 3 + 3 good JPEGs, the PNG named .JPEG decoded; the truncated JPEG skipped and counted.
-    assert images.shape == (6, 227, 227, 3) and images.dtype == np.float32  # 7 -> 3 full batches.
-    assert np.isfinite(images).all() and abs(images.mean()) < 60
-    assert set(labels) == {_label(s) for s in SYNSETS}
+    )  # fmt: skip
+    assert ds.element_spec[0].shape == (8, 227, 227, 3) and ds.element_spec[1].dtype == tf.int32
+    passes = [(x.numpy(), y.numpy()) for x, y in ds.take(4)]
+    for images, labels in passes:
+        assert np.isfinite(images).all() and abs(images.mean()) < 60
+        assert _distinct(images) >= 7
+        assert set(labels) == {_label(s) for s in SYNSETS}
+    stream = np.concatenate([images for images, _ in passes])
+    copies = [p for p in range(24) if np.array_equal(stream[p], stream[p + 1])]
+    assert len(copies) == 3  # Each pass's bad slot holds a copy of the next good example.
     assert log.count() == 1 and log.keys() == [f"{SYNSETS[0]}_corrupt.JPEG"]
     assert log.log_summary() == 1
-    everything = pipeline.build_dataset(
-        "imagenet2012",
-        "train",
-        batch_size=8,
-        training=True,
-        data_dir=data_dir,
-        drop_remainder=False,
+    assert not np.array_equal(passes[0][1], passes[1][1]) or not np.array_equal(
+        passes[1][1], passes[2][1]
+    )  # Passes are reshuffled.
+    once = pipeline.build_dataset(
+        "imagenet2012", "train", batch_size=8, training=False, data_dir=data_dir,
         bad_image_log=log,
-    )
-    labels = _collect(everything)[1]
+    )  # fmt: skip
+    labels = _collect(once)[1]  # Evaluation mode: one pass in stored order, the bad one skipped.
     assert collections.Counter(labels) == {_label(SYNSETS[0]): 4, _label(SYNSETS[1]): 3}
     assert log.count() == 1  # The same file again is not counted twice.
+
+
+def test_training_stream_restarts_where_it_stopped(imagenet, tmp_path, monkeypatch):
+    """Batches from position p of the stream equal the uninterrupted stream's batches after p:
+    for TFDS shards, an image folder and in-memory arrays (the resume of a killed run)."""
+    data_dir, _ = imagenet
+    write_image_folder(str(tmp_path / "folder"))
+    write_fashion_mnist(str(tmp_path / "fashion"))
+    monkeypatch.setenv(datasets.FASHION_MNIST_ENV, str(tmp_path / "fashion"))
+    for name, extra in (("imagenet2012", {"data_dir": data_dir}),
+                        (f"folder:{tmp_path / 'folder'}", {}), ("fashion_mnist", {})):  # fmt: skip
+
+        def batches(start, count, name=name, extra=extra):
+            ds = pipeline.build_dataset(
+                name, "train", batch_size=2, training=True, image_size=67, seed=9,
+                start=start, bad_image_log=pipeline.BadImageLog(), **extra,
+            )  # fmt: skip
+            return [(x.numpy(), y.numpy()) for x, y in ds.take(count)]
+
+        whole, resumed = batches(0, 9), batches(6, 6)  # Position 6: three steps of 2 in.
+        for (a, la), (b, lb) in zip(whole[3:], resumed, strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+            np.testing.assert_array_equal(la, lb, err_msg=name)
 
 
 def test_imagenet_eval_labels_and_ten_crops(imagenet):
@@ -108,16 +134,10 @@ def test_deterministic_under_a_seed(imagenet):
 
     def run(seed):
         ds = pipeline.build_dataset(
-            "imagenet2012",
-            "train",
-            batch_size=2,
-            training=True,
-            data_dir=data_dir,
-            seed=seed,
-            deterministic=True,
+            "imagenet2012", "train", batch_size=2, training=True, data_dir=data_dir, seed=seed,
             bad_image_log=pipeline.BadImageLog(),
-        )
-        return _collect(ds)
+        )  # fmt: skip
+        return _collect(ds.take(8))
 
     (a, la), (b, lb), (c, _) = run(5), run(5), run(6)
     np.testing.assert_array_equal(a, b)
@@ -129,18 +149,18 @@ def test_image_folder_with_png_named_jpeg_and_corrupt_file(tmp_path):
     write_image_folder(str(tmp_path), bad=True)
     log = pipeline.BadImageLog()
     ds = pipeline.build_dataset(
-        f"folder:{tmp_path}",
-        "train",
-        batch_size=16,
-        training=True,
-        drop_remainder=False,
-        bad_image_log=log,
+        f"folder:{tmp_path}", "train", batch_size=10, training=True, bad_image_log=log,
         image_size=67,
-    )
-    images, labels = _collect(ds)
-    assert images.shape == (9, 67, 67, 3)  # 8 + really_png.JPEG; broken.jpg skipped.
-    assert collections.Counter(labels) == {0: 4, 1: 5}
+    )  # fmt: skip
+    images, labels = _collect(ds.take(1))  # One pass of the 10 files.
+    assert images.shape == (10, 67, 67, 3)
+    assert _distinct(images) == 9  # 8 + really_png.JPEG; broken.jpg's slot is a copy.
     assert log.count() == 1 and log.keys()[0].endswith("broken.jpg")
+    labels = _collect(pipeline.build_dataset(
+        f"folder:{tmp_path}", "train", batch_size=16, training=False, bad_image_log=log,
+        image_size=67,
+    ))[1]  # fmt: skip
+    assert collections.Counter(labels) == {0: 4, 1: 5}
 
 
 def test_fashion_mnist_grayscale_to_rgb(tmp_path, monkeypatch):
@@ -149,7 +169,7 @@ def test_fashion_mnist_grayscale_to_rgb(tmp_path, monkeypatch):
     ds = pipeline.build_dataset(
         "fashion_mnist", "train", batch_size=4, training=True, image_size=67, seed=0
     )
-    images, labels = _collect(ds)
+    images, labels = _collect(ds.take(3))  # One pass: a permutation of the 12 images.
     assert images.shape == (12, 67, 67, 3) and sorted(labels) == sorted(np.arange(12) % 10)
     ds = pipeline.build_dataset(
         "fashion_mnist", "test", batch_size=4, training=False, image_size=67, augment=False
@@ -214,7 +234,6 @@ def test_runs_of_bad_images_and_a_bad_last_image_are_counted():
         _raw(images, keys),
         batch_size=8,
         training=True,
-        shuffle_buffer=0,
         image_size=67,
         drop_remainder=False,
         bad_image_log=log,
@@ -223,16 +242,11 @@ def test_runs_of_bad_images_and_a_bad_last_image_are_counted():
     assert sorted(labels) == [0, 3, 4]
     assert log.count() == 3
     assert log.keys() == ["c.JPEG", "f.JPEG", "index 1"]  # b.JPEG, first of a run, is unnamed.
-    # Strict mode stops at the first gap and names the last file of the failing run.
-    with pytest.raises(tf.errors.InvalidArgumentError, match="c.JPEG"):
-        _collect(
-            pipeline.preprocess_examples(
-                _raw(images, keys), batch_size=8, training=False, image_size=67, strict=True
-            )
-        )
 
 
-def test_an_endless_dataset_counts_bad_images_without_a_sentinel():
+def test_an_endless_dataset_fills_bad_images_slots_without_a_sentinel():
+    """In the endless training stream a bad image's slot is taken by the next good one, so every
+    pass keeps its length (a step always consumes its positions: exact resume)."""
     from fake_data import corrupt_jpeg_bytes, jpeg_bytes, png_bytes
 
     good, bad = jpeg_bytes(), corrupt_jpeg_bytes()
@@ -241,15 +255,15 @@ def test_an_endless_dataset_counts_bad_images_without_a_sentinel():
     log = pipeline.BadImageLog()
     ds = pipeline.preprocess_examples(
         _raw(images, keys),
-        batch_size=3,
+        batch_size=5,
         training=True,
         repeat=True,
-        shuffle_buffer=0,
         image_size=67,
         bad_image_log=log,
     )
-    labels = np.concatenate([y.numpy() for _, y in ds.take(4)])
-    assert labels.tolist() == [0, 2, 3] * 4
+    labels = np.concatenate([y.numpy() for _, y in ds.take(3)])
+    # b -> c's copy, e -> the next pass's a: 5 examples a pass, labels by position.
+    assert labels.tolist() == [0, 2, 2, 3, 0] * 3
     assert log.keys() == ["b.JPEG", "e.JPEG"]
 
 
@@ -265,3 +279,65 @@ def test_strict_mode_names_the_bad_file_wherever_the_shuffle_puts_it():
         )
         with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[bad.JPEG\]"):
             _collect(ds)
+
+
+_FIRST_BAD_CASES = {
+    # name: (the examples in stored order, "good"/"bad"/"junk"), the first bad one is "first"
+    "bad_images_apart": ["good", "first", "good", "good", "bad", "good", "junk", "good"],
+    "the_very_first_example": ["first", "good", "bad", "good"],
+    "the_last_example_only_bad": ["good", "good", "first"],
+    "a_run_of_two": ["good", "first", "junk", "good", "bad", "good"],
+}
+
+
+@pytest.mark.parametrize("layout", _FIRST_BAD_CASES.values(), ids=_FIRST_BAD_CASES.keys())
+def test_strict_mode_stops_at_the_first_bad_image_in_order(layout):
+    """--strict_data is documented to stop at the FIRST undecodable image: the error must name it
+    (and its index), whatever bad images follow. Evaluation order, 2 per batch, 5 tries."""
+    from fake_data import corrupt_jpeg_bytes, jpeg_bytes
+
+    data = {"bad": corrupt_jpeg_bytes(), "first": corrupt_jpeg_bytes(), "junk": b"not an image"}
+    images = [data.get(kind) or jpeg_bytes(seed=i) for i, kind in enumerate(layout)]
+    keys = [f"{kind}_{i}.JPEG" for i, kind in enumerate(layout)]
+    first = layout.index("first")
+    for _ in range(5):  # The parallel map and batch keep pulling after the error.
+        ds = pipeline.preprocess_examples(
+            _raw(images, keys), batch_size=2, training=False, image_size=67, strict=True
+        )
+        with pytest.raises(tf.errors.InvalidArgumentError) as error:
+            _collect(ds)
+        message = error.value.message
+        assert f"[{keys[first]}]" in message and f"[{first}]" in message, message
+
+
+def test_evaluation_ten_crops_are_the_papers_windows_of_the_256_square():
+    """build_dataset/preprocess_examples(ten_crop=True): the 4 corner and the centre 227 windows
+    of the 256x256 square (shorter side 256, centre square, minus the mean), then their mirrors.
+
+    test_preprocessing.py checks `geometry.ten_crops` on a given square; this checks what the
+    evaluation pipeline feeds it, and that its crop 4 is the centre-crop evaluation's input.
+    """
+    from fake_data import encode, smooth_image
+
+    from alexnet_keras.data import geometry, pixels
+
+    jpegs = [encode(smooth_image(300, 400, seed=8)), encode(smooth_image(260, 256, seed=9))]
+    raw = _raw(jpegs, ["wide.jpg", "tall.jpg"])
+    ten, _ = _collect(
+        pipeline.preprocess_examples(raw, batch_size=2, training=False, ten_crop=True)
+    )
+    centre, _ = _collect(pipeline.preprocess_examples(raw, batch_size=2, training=False))
+    assert ten.shape == (2, 10, 227, 227, 3)
+    mean = np.asarray(pipeline.IMAGENET.mean_rgb, np.float32)
+    far, mid = 256 - 227, (256 - 227) // 2  # Offsets of the far corners and of the centre.
+    for i, data in enumerate(jpegs):
+        square = geometry.resize_shorter_and_center_crop(pixels.decode_image(data), 256)
+        square = square.numpy() - mean
+        windows = [
+            square[y : y + 227, x : x + 227]
+            for y, x in [(0, 0), (0, far), (far, 0), (far, far), (mid, mid)]
+        ]
+        expected = np.stack(windows + [w[:, ::-1] for w in windows])
+        np.testing.assert_allclose(ten[i], expected, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(ten[:, 4], centre)
+    assert len({crop.tobytes() for crop in ten[0]}) == 10  # Ten distinct crops.

@@ -30,7 +30,9 @@ def test_predict_files_match_the_signature(exported, tmp_path):
     assert len(predictions) == 3
     for i, prediction in enumerate(predictions):
         assert prediction.ids == tuple(out["top_k_ids"].numpy()[i])
-        assert set(prediction.labels) == set(CLASSES)
+        expected = [v.decode() for v in out["top_k_labels"].numpy()[i]]
+        assert list(prediction.labels) == expected  # In the signature's ranking order.
+        assert expected == [CLASSES[j] for j in prediction.ids]
         np.testing.assert_allclose(prediction.scores, out["top_k_scores"].numpy()[i], atol=1e-6)
 
 

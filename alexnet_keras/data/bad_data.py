@@ -66,8 +66,13 @@ _IN_FLIGHT_PER_CORE = 4
 _END_KEY = "<end of data>"
 
 
-def _with_previous_key(ds: tf.data.Dataset, finite: bool) -> tf.data.Dataset:
+def _with_previous_key(
+    ds: tf.data.Dataset, finite: bool, keys: tf.lookup.experimental.MutableHashTable | None = None
+) -> tf.data.Dataset:
     """(index, previous key, example, random) for every example, plus an end-of-data sentinel.
+
+    With `keys` (strict mode), every example's key is also recorded by index until it has passed
+    the decode, so the first of a run of failures can be named.
 
     The sentinel (a valid 8x8 JPEG keyed `_END_KEY`, after the last example of a `finite` dataset)
     makes a failure of the final example visible as a gap; it is removed after counting. Numbering
@@ -88,13 +93,19 @@ def _with_previous_key(ds: tf.data.Dataset, finite: bool) -> tf.data.Dataset:
     def attach(state: tuple, element: tuple) -> tuple:
         index, previous_key = state
         example, random = element
+        if keys is not None:
+            with tf.control_dependencies([keys.insert(index[None], example["key"][None])]):
+                index = tf.identity(index)
         return (index + 1, example["key"]), (index, previous_key, example, random)
 
     return ds.scan((tf.constant(0, tf.int64), tf.constant(_START_KEY)), attach)
 
 
 def _count_gaps(
-    ds: tf.data.Dataset, bad_log: BadImageLog, strict: bool, fill: bool = False
+    ds: tf.data.Dataset,
+    bad_log: BadImageLog,
+    keys: tf.lookup.experimental.MutableHashTable | None = None,
+    fill: bool = False,
 ) -> tf.data.Dataset:
     """Scans (index, previous key, payload) survivors of ignore_errors; records/raises on gaps.
 
@@ -105,10 +116,14 @@ def _count_gaps(
     def step(expected: tf.Tensor, element: tuple) -> tuple:
         index, previous_key, payload = element
         missing = index - expected
-        if strict:
+        if keys is not None:  # Strict: name the first failure (at `expected`), forget this one.
             # Raising inside the scan would leave `expected` behind, and a parallel batch pulling
             # the next survivor would then report a longer gap naming a good file; a map raises.
-            return index + 1, (missing, previous_key, index, payload)
+            first_bad = keys.lookup(expected)
+            with tf.control_dependencies([first_bad]):
+                forget = keys.remove(tf.reshape(index, [1]))
+            with tf.control_dependencies([forget]):
+                return index + 1, (missing, first_bad, expected, payload)
 
         def report():
             unnamed = tf.strings.join(
@@ -136,16 +151,14 @@ def _count_gaps(
             return index + 1, payload
 
     ds = ds.scan(tf.constant(0, tf.int64), step)
-    if strict:
+    if keys is not None:
         return ds.map(_raise_on_gap)
     return ds.unbatch() if fill else ds
 
 
-def _raise_on_gap(
-    missing: tf.Tensor, previous_key: tf.Tensor, index: tf.Tensor, payload: tuple
-) -> tuple:
+def _raise_on_gap(missing: tf.Tensor, key: tf.Tensor, index: tf.Tensor, payload: tuple) -> tuple:
     check = tf.debugging.Assert(
-        missing <= 0, ["Undecodable image (strict mode):", previous_key, "at index", index - 1]
+        missing <= 0, ["Undecodable image (strict mode):", key, "at index", index]
     )
     with tf.control_dependencies([check]):
         return tf.nest.map_structure(tf.identity, payload)
@@ -177,7 +190,8 @@ def guarded_map(
     and fills each failed example's place with the next good one (see `_count_gaps`).
     """
     finite = tf.get_static_value(ds.cardinality()) != tf.data.INFINITE_CARDINALITY
-    ds = _with_previous_key(ds, finite)
+    keys = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "") if strict else None
+    ds = _with_previous_key(ds, finite, keys)
 
     def numbered(
         index: tf.Tensor, previous_key: tf.Tensor, example: dict, random: tf.Tensor
@@ -190,5 +204,5 @@ def guarded_map(
     # In-order delivery stalls behind a slow (large) image: AUTOTUNE kept ~1 of 2 cores busy on
     # photos of mixed sizes (62% of raw decode vs 79-82% with 2-4 calls in flight per core).
     ds = ds.map(numbered, num_parallel_calls=_IN_FLIGHT_PER_CORE * _cores(), deterministic=True)
-    ds = _count_gaps(ds.ignore_errors(), bad_log, strict, fill=not finite)
+    ds = _count_gaps(ds.ignore_errors(), bad_log, keys, fill=not finite)
     return ds.filter(_not_sentinel).map(_drop_sentinel_flag) if finite else ds

@@ -158,5 +158,8 @@ def training_stream(
         window: shuffle window of a sharded split (its examples held in memory at once).
     """
     if isinstance(split, IndexedSplit):
-        return _indexed(split, seed, start, pipeline, pipelines)
-    return _sharded(split, seed, start, pipeline, pipelines, window)
+        stream = _indexed(split, seed, start, pipeline, pipelines)
+    else:
+        stream = _sharded(split, seed, start, pipeline, pipelines, window)
+    # Known endless (flat_map hides it): the bad-image guard then fills slots, Keras expects no end.
+    return stream.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
