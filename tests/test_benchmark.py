@@ -10,7 +10,9 @@ from train_helpers import REPO, run_env
 
 KEYS = {
     "train_images_per_sec", "train_e2e_images_per_sec", "infer_images_per_sec",
-    "latency_ms_batch1", "savedmodel_latency_ms_batch1", "gemm_gflops_float32",
+    "latency_ms_batch1", "savedmodel_float32_latency_ms_batch1", "gemm_gflops_float32",
+    "savedmodel_bfloat16_latency_ms_batch1", "savedmodel_float32_images_per_sec",
+    "savedmodel_bfloat16_images_per_sec",
     "gemm_gflops_bfloat16",
     "train_fraction_of_ceiling",
 }  # fmt: skip

@@ -519,3 +519,52 @@ def test_bare_cli_exports_the_default_run(tmp_path):
     assert (tmp_path / "exports" / "alexnet" / "1" / "saved_model.pb").exists()
     assert f"to {tmp_path / 'exports' / 'alexnet' / '1'}" in done.stdout
     assert "docker run" in done.stdout and "tensorflow_model_server --port=8500" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def bfloat16_export(trained, tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("bf16"))
+    source = export.resolve_source(trained[0])
+    return export.export_saved_model(source, base, serving_precision="bfloat16")
+
+
+def test_bfloat16_export_stores_bfloat16_weights_and_serves_close_to_float32(
+    trained, loaded, bfloat16_export, tmp_path
+):
+    """--serving_precision=bfloat16: weights stored in bf16 (fc8, the logits, stays float32),
+    probabilities within 0.02 of the float32 export, the same top-1, in TF2 and TF1 sessions."""
+    served = tf.saved_model.load(bfloat16_export.path)
+    weights = {v.name: v.dtype for v in served.variables if "kernel" in v.name or "bias" in v.name}
+    assert len(weights) == 32  # 8 layers x 2 columns x (kernel, bias).
+    for name, dtype in weights.items():
+        assert dtype == (tf.float32 if name.startswith("fc8/") else tf.bfloat16), name
+    info = json.load(open(os.path.join(bfloat16_export.path, "assets.extra", "export_info.json")))
+    assert info["serving_precision"] == "bfloat16"
+    images = sample_images()
+    bf16 = served.signatures["serving_default"]
+    f32 = loaded.signatures["serving_default"]
+    ours = bf16(image_bytes=tf.constant(images))["probabilities"].numpy()
+    theirs = f32(image_bytes=tf.constant(images))["probabilities"].numpy()
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs, atol=0.02)
+    np.testing.assert_array_equal(ours.argmax(-1), theirs.argmax(-1))
+    paths = []
+    for i, data in enumerate(images):
+        paths.append(str(tmp_path / f"{i}.img"))
+        open(paths[-1], "wb").write(data)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
+    done = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS, bfloat16_export.path, *paths],
+        capture_output=True, text=True, timeout=180, env=env, cwd=str(tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(result["tf1"], theirs, atol=0.02)  # TF Serving's session loader.
+    logs = warmup.read_warmup_file(
+        os.path.join(bfloat16_export.path, "assets.extra", "tf_serving_warmup_requests")
+    )
+    for log in logs:  # Every warmup request replays.
+        request = log.predict_log.request
+        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        outputs = served.signatures[request.model_spec.signature_name](**inputs)
+        assert np.isfinite(outputs["probabilities"].numpy()).all()

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from alexnet_keras import flops  # noqa: E402
+from alexnet_keras import flops, run_dir  # noqa: E402
 from alexnet_keras.config import TrainConfig  # noqa: E402
 from alexnet_keras.data import pipeline, stats  # noqa: E402
 from alexnet_keras.serving import signatures  # noqa: E402
@@ -235,7 +235,7 @@ def _main(argv: list[str]) -> None:
     if "infer" in what or "serve" in what:
         _infer(model, infer_images, figures)
     if "serve" in what:
-        _serve(model, infer_images, figures)
+        _serve(model, config, infer_images, figures)
 
     width = max(len(k) for k in figures)
     for key, value in figures.items():
@@ -278,17 +278,26 @@ def _infer(model, images: np.ndarray, figures: dict) -> None:  # noqa: ANN001
     figures["latency_ms_batch1"] = 1000 * _time_calls(predict, images[:1], 4 * _STEPS.value)
 
 
-def _serve(model, images: np.ndarray, figures: dict) -> None:  # noqa: ANN001
-    """Batch-1 latency through the real export's `predict_images` signature, reloaded."""
+def _serve(model, config: TrainConfig, images: np.ndarray, figures: dict) -> None:  # noqa: ANN001
+    """The exported `predict_images` signature, reloaded, in float32 and in bfloat16 (the same
+    weights): images/s at the inference batch and batch-1 latency."""
     labels = [str(i) for i in range(model.output_shape[-1])]
-    functions = signatures.ServingFunctions(model, labels, stats.IMAGENET, images.shape[1])
+    pixels = tf.constant(np.clip(images + 120.0, 0, 255))  # 0..255, as served.
     with tempfile.TemporaryDirectory() as directory:
-        functions.export_archive().write_out(directory, verbose=False)
-        signature = tf.saved_model.load(directory).signatures[signatures.PREDICT_IMAGES]
-        pixels = tf.constant(np.clip(images[:1] + 120.0, 0, 255))  # 0..255, as served.
-        figures["savedmodel_latency_ms_batch1"] = 1000 * _time_calls(
-            lambda x: signature(images=x)["probabilities"], pixels, 4 * _STEPS.value
-        )
+        weights = os.path.join(directory, "model.keras")
+        model.save(weights)
+        for precision_name in run_dir.INFERENCE_PRECISIONS:
+            served = run_dir.load_inference_model(weights, config, len(labels), precision_name)
+            functions = signatures.ServingFunctions(served, labels, stats.IMAGENET, images.shape[1])
+            path = os.path.join(directory, precision_name)
+            functions.export_archive().write_out(path, verbose=False)
+            signature = tf.saved_model.load(path).signatures[signatures.PREDICT_IMAGES]
+            call = lambda x, signature=signature: signature(images=x)["probabilities"]  # noqa: E731
+            batch = 1 / _time_calls(call, pixels, _STEPS.value)
+            figures[f"savedmodel_{precision_name}_images_per_sec"] = len(images) * batch
+            figures[f"savedmodel_{precision_name}_latency_ms_batch1"] = 1000 * _time_calls(
+                call, pixels[:1], 4 * _STEPS.value
+            )
 
 
 def main() -> None:

@@ -43,6 +43,13 @@ def define_flags() -> None:
     )
     flags.DEFINE_integer("top_k", 5, "How many top classes the signatures return.")
     flags.DEFINE_bool("warmup", True, "Write assets.extra/tf_serving_warmup_requests.")
+    flags.DEFINE_enum(
+        "serving_precision",
+        "float32",
+        ["float32", "bfloat16"],
+        "bfloat16: weights stored and computed in bfloat16 (LRN, logits, softmax float32), for "
+        "CPUs with AMX/AVX512-BF16 or GPUs with bf16 tensor cores; float32 works everywhere.",
+    )
 
 
 def _main(argv: list[str]) -> None:
@@ -58,7 +65,14 @@ def _main(argv: list[str]) -> None:
         model_dir, f.keras_file, f.checkpoint, f.class_names, f.stats_file
     )
     result = export.export_saved_model(
-        source, f.export_base, f.model_name, f.version, f.ten_crop, f.top_k, f.warmup
+        source,
+        f.export_base,
+        f.model_name,
+        f.version,
+        f.ten_crop,
+        f.top_k,
+        f.warmup,
+        f.serving_precision,
     )
     print(f"Exported {source.checkpoint} to {os.path.abspath(result.path)}")
     print(f"Wrote {result.models_config} and {result.batching_parameters}")

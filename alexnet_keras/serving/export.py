@@ -285,14 +285,22 @@ def export_saved_model(
     ten_crop: bool = False,
     top_k: int = 5,
     write_warmup: bool = True,
+    serving_precision: str = "float32",
 ) -> ExportResult:
-    """Writes `<export_base>/<model_name>/<version>/` atomically plus the serving configs."""
+    """Writes `<export_base>/<model_name>/<version>/` atomically plus the serving configs.
+
+    `serving_precision="bfloat16"` stores the weights in bfloat16 (half the size, no per-call
+    casts) for CPUs with AMX/AVX512-BF16 and GPUs with bf16 tensor cores; LRN, the logits and the
+    softmax stay float32. The default float32 works everywhere.
+    """
     if version is not None and version < 1:
         raise ValueError(f"--version must be a positive integer. Received: {version}")
     if not model_name or os.sep in model_name or model_name.startswith("."):
         raise ValueError(f"--model_name must be a plain directory name. Received: {model_name!r}")
     # Everything that can fail on bad input happens before anything is written.
-    model = run_dir.load_inference_model(source.checkpoint, source.config, len(source.class_names))
+    model = run_dir.load_inference_model(
+        source.checkpoint, source.config, len(source.class_names), serving_precision
+    )
     display = labels.display_names(source.class_names)
     functions = signatures.ServingFunctions(
         model, display, source.stats, source.config.image_size, source.config.resize_size,
@@ -318,6 +326,7 @@ def export_saved_model(
             "resize_size": functions.resize_size,
             "ten_crop": ten_crop,
             "top_k": functions.top_k,
+            "serving_precision": serving_precision,
             "stats_source": source.stats.source,
             "config": json.loads(source.config.to_json()),
         }
