@@ -129,19 +129,21 @@ class GroupedDense(keras.layers.Layer):
             suffix = "" if self.groups == 1 else f"_{g}"
             with tf.device(self.devices[g] if self.devices else None):
                 self.kernels.append(
-                    self.add_weight(
+                    self.add_weight(  # Cast by columns.compute_weight.
                         name=f"kernel{suffix}",
                         shape=(self.input_dim, units),
                         initializer=columns.column_initializer(self.kernel_initializer, g),
+                        autocast=False,
                         regularizer=self.kernel_regularizer,
                     )
                 )
                 if self.use_bias:
                     self.biases.append(
-                        self.add_weight(
+                        self.add_weight(  # Cast by columns.compute_weight.
                             name=f"bias{suffix}",
                             shape=(units,),
                             initializer=columns.column_initializer(self.bias_initializer, g),
+                            autocast=False,
                             regularizer=self.bias_regularizer,
                         )
                     )

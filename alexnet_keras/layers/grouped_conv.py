@@ -119,20 +119,22 @@ class GroupedConv2D(keras.layers.Layer):
             suffix = "" if self.groups == 1 else f"_{g}"
             with tf.device(self.devices[g] if self.devices else None):
                 self.kernels.append(
-                    self.add_weight(
+                    self.add_weight(  # Cast by columns.compute_weight.
                         name=f"kernel{suffix}",
                         shape=kernel_shape,
                         initializer=columns.column_initializer(self.kernel_initializer, g),
+                        autocast=False,
                         regularizer=self.kernel_regularizer,
                         constraint=self.kernel_constraint,
                     )
                 )
                 if self.use_bias:
                     self.biases.append(
-                        self.add_weight(
+                        self.add_weight(  # Cast by columns.compute_weight.
                             name=f"bias{suffix}",
                             shape=(self.filters // self.groups,),
                             initializer=columns.column_initializer(self.bias_initializer, g),
+                            autocast=False,
                             regularizer=self.bias_regularizer,
                             constraint=self.bias_constraint,
                         )
