@@ -9,6 +9,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from alexnet_keras import run_dir
+from alexnet_keras.config import TrainConfig
+
 
 def crop_probabilities(model: keras.Model, images: tf.Tensor) -> tf.Tensor:
     """Softmax of the logits; for [batch, 10, h, w, 3] the mean over the 10 crops (Sec. 4.1)."""
@@ -81,3 +84,42 @@ def describe(metrics: dict) -> str:
         f"top-1 error {metrics['top1_error']:.4f} (accuracy {metrics['top1_accuracy']:.4f}), "
         f"top-5 error {metrics['top5_error']:.4f} (accuracy {metrics['top5_accuracy']:.4f})"
     )
+
+
+def final_metrics(
+    model: keras.Model,
+    config: TrainConfig,
+    dataset: tf.data.Dataset,
+    split: str,
+    save_dir: str,
+    logs: dict | None,
+) -> dict:
+    """The final evaluation; the last validation's numbers when it was the same computation
+    (same split, one crop, the whole split, and the final model is the last validated one)."""
+    best_is_last = config.final_checkpoint == "last" or _best_epoch(save_dir) == config.epochs
+    if (
+        logs
+        and "val_examples" in logs
+        and not config.ten_crop_eval
+        and best_is_last
+        and (config.validation_steps is None)
+    ):
+        top1, top5 = float(logs["val_top1"]), float(logs["val_top5"])
+        metrics = {"top1_accuracy": top1, "top5_accuracy": top5, "top1_error": 1.0 - top1,
+                   "top5_error": 1.0 - top5, "examples": int(logs["val_examples"]), "crops": 1,
+                   "split": split}  # fmt: skip
+    else:
+        final = os.path.join(save_dir, run_dir.MODEL_FILES[config.final_checkpoint])
+        if os.path.exists(final):
+            model.load_weights(final)
+        metrics = evaluate_model(model, dataset, split)
+    metrics["checkpoint"] = config.final_checkpoint
+    return metrics
+
+
+def _best_epoch(save_dir: str) -> int | None:
+    path = os.path.join(save_dir, "best.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f).get("epoch")

@@ -223,17 +223,10 @@ def _run(
     step_checkpoint = cb.StepCheckpoint(
         state, config.checkpoint_every_steps, steps_per_epoch, start
     )
-    callbacks = [
-        lr_controller,
-        cb.BadImageCounter(pipeline.bad_images()),
-        cb.ValidationCount(),
-        *(
-            [cb.RestoredEpochMetrics(state.metric_variables, metric_values)]
-            if step_in_epoch
-            else []
-        ),
-        _async(keras.callbacks.ProgbarLogger()),
-    ]
+    callbacks = [lr_controller, cb.BadImageCounter(pipeline.bad_images()), cb.ValidationCount()]
+    if step_in_epoch:  # Resumed midway: the epoch's metric sums so far.
+        callbacks.append(cb.RestoredEpochMetrics(state.metric_variables, metric_values))
+    callbacks.append(_async(keras.callbacks.ProgbarLogger()))
     if chief:
         callbacks += [
             keras.callbacks.CSVLogger(os.path.join(model_dir, run_dir.HISTORY_FILE), append=True),
@@ -253,7 +246,7 @@ def _run(
         shuffle=False,  # The input pipeline shuffles.
     )
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        _prepare_multi_worker(model)
+        strategies.prepare_multi_worker(model)
     scope = strategy.scope() if model._distribute_strategy is None else contextlib.nullcontext()
     with scope:
         last_logs = _fit(model, config, datasets, start, steps_per_epoch, fit_args, step_checkpoint)
@@ -263,7 +256,9 @@ def _run(
             f"stopped. The last good checkpoint is {state.manager.latest_checkpoint}. Lower "
             "--learning_rate or check the data, then rerun the same command to resume from it."
         )
-    metrics = _final_metrics(model, config, datasets, save_dir, last_logs)
+    metrics = evaluation.final_metrics(
+        model, config, datasets.evaluation, datasets.eval_split, save_dir, last_logs
+    )
     if chief:
         evaluation.write_metrics(metrics, os.path.join(model_dir, run_dir.METRICS_FILE))
     else:
@@ -326,20 +321,6 @@ def _counting_steps(train_step: Callable[[object], dict], state: RunState) -> Ca
     return counted
 
 
-def _prepare_multi_worker(model: keras.Model) -> None:
-    # Keras 3.15 reduces the first input batch with strategy.reduce() before training, which
-    # MultiWorkerMirroredStrategy cannot do for per-replica inputs. Without a stored strategy
-    # Keras skips that step and takes the strategy from the scope fit runs in.
-    model._distribute_strategy = None
-    # And it averages each step's scalar logs with strategy.reduce(axis=0), which needs a vector
-    # (tensorflow/tensorflow#72388): hand it one-element vectors.
-    for name in ("train_step", "test_step"):
-        step = getattr(model, name)
-        setattr(model, name, lambda data, step=step: {
-            key: tf.reshape(value, [1]) for key, value in step(data).items()
-        })  # fmt: skip
-
-
 def _fit(
     model: keras.Model,
     config: TrainConfig,
@@ -367,37 +348,3 @@ def _fit(
                          **fit_args)  # fmt: skip
         history_logs = {k: v[-1] for k, v in done.history.items()}
     return history_logs
-
-
-def _final_metrics(
-    model: keras.Model, config: TrainConfig, datasets: Datasets, save_dir: str, logs: dict | None
-) -> dict:
-    """The final evaluation; the last validation's numbers when it was the same computation
-    (same split, one crop, the whole split, and the final model is the last validated one)."""
-    best_is_last = config.final_checkpoint == "last" or _best_epoch(save_dir) == config.epochs
-    if (
-        logs
-        and "val_examples" in logs
-        and not config.ten_crop_eval
-        and best_is_last
-        and (config.validation_steps is None)
-    ):
-        top1, top5 = float(logs["val_top1"]), float(logs["val_top5"])
-        metrics = {"top1_accuracy": top1, "top5_accuracy": top5, "top1_error": 1.0 - top1,
-                   "top5_error": 1.0 - top5, "examples": int(logs["val_examples"]), "crops": 1,
-                   "split": datasets.eval_split}  # fmt: skip
-    else:
-        final = os.path.join(save_dir, run_dir.MODEL_FILES[config.final_checkpoint])
-        if os.path.exists(final):
-            model.load_weights(final)
-        metrics = evaluation.evaluate_model(model, datasets.evaluation, datasets.eval_split)
-    metrics["checkpoint"] = config.final_checkpoint
-    return metrics
-
-
-def _best_epoch(save_dir: str) -> int | None:
-    path = os.path.join(save_dir, "best.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f).get("epoch")
