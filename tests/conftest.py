@@ -3,11 +3,13 @@
 Multi-device code (MirroredStrategy, the paper's two-column "towers" placement) then runs for
 real on `/cpu:0` and `/cpu:1`, as it would on two GPUs. No test can download: the package's own
 download path is switched off for this process and every subprocess (ALEXNET_NO_DOWNLOADS), and
-any connection to a non-loopback address fails here at once.
+any connection to a non-loopback address fails here at once. Temporary directories go as soon as
+they are done with (a full-size run directory is 0.3-1.5 GB), except those of failed tests.
 """
 
 import ipaddress
 import os
+import shutil
 import socket
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -50,3 +52,26 @@ def mixed_policy():
 
     yield set_policy
     keras.mixed_precision.set_global_policy("float32")
+
+
+_kept = set()  # Temporary directories of failed tests: left for a look.
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed and "tmp_path" in getattr(item, "funcargs", {}):
+        _kept.add(item.funcargs["tmp_path"])
+    return report
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_directories_removed(tmp_path_factory):
+    """Removes the directories a module's fixtures made once the module is done, so the suite
+    never holds more than one module's files (`tmp_path_retention_policy = failed` in setup.cfg
+    already removes each passed test's own `tmp_path`)."""
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    yield
+    for path in set(base.iterdir()) - before - _kept:
+        shutil.rmtree(path, ignore_errors=True)
