@@ -144,24 +144,16 @@ _TRAIN_KEEPING_SAVED_MODELS = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
-def test_multi_worker_two_processes_train_the_same_weights(tmp_path):
-    """Two workers (MultiWorkerMirroredStrategy), each reading its own shard: after 3 steps the
-    chief's last.keras and the other worker's own copy are equal bit for bit (all-reduced
-    gradients); two unsynchronised workers on different shards would differ."""
-    import keras
-
-    write_tiny_fashion_mnist(tmp_path / "data", n_train=64, n_test=16)
+def _train_two_workers(tmp_path, model_dir, keep, *more_flags):
+    """Runs the training command as a two-worker cluster; returns each worker's output."""
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    model_dir = tmp_path / "run"
-    keep = [tmp_path / f"kept_by_worker_{index}" for index in range(2)]
     processes = []
     for index in range(2):
-        keep[index].mkdir()
+        keep[index].mkdir(exist_ok=True)
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         env = run_env(tmp_path / "data", TF_CONFIG=json.dumps(tf_config), KEEP_DIR=str(keep[index]))
-        flags = train_command(model_dir, "--epochs=1", "--steps_per_epoch=3",
-                              "--validation_steps=1")[3:]  # fmt: skip
+        flags = train_command(model_dir, "--steps_per_epoch=3", "--validation_steps=1",
+                              *more_flags)[3:]  # fmt: skip
         flags[flags.index("--distribution=one_device")] = "--distribution=multi_worker"
         command = [sys.executable, "-c", _TRAIN_KEEPING_SAVED_MODELS, *flags]
         processes.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE,
@@ -173,22 +165,51 @@ def test_multi_worker_two_processes_train_the_same_weights(tmp_path):
     finally:
         for process in processes:
             process.kill()
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
+    for process in processes:  # Both outputs: the first failure may be the other's doing.
+        assert process.returncode == 0, "\n".join(out[-3000:] for out in outputs)
+    return outputs
+
+
+def _assert_same_weights(first, second):
+    import keras
+
+    a_weights = keras.saving.load_model(first).get_weights()
+    b_weights = keras.saving.load_model(second).get_weights()
+    assert len(a_weights) == len(b_weights) > 0
+    for a, b in zip(a_weights, b_weights):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_multi_worker_two_processes_train_the_same_weights(tmp_path):
+    """Two workers (MultiWorkerMirroredStrategy), each reading its own shard: after 3 steps the
+    chief's last.keras and the other worker's own copy are equal bit for bit (all-reduced
+    gradients); two unsynchronised workers on different shards would differ. Run again with one
+    more epoch, both resume from the chief's step-3 checkpoint (the other worker's own
+    directory is gone) and stay equal; a worker starting over would hang or differ."""
+    write_tiny_fashion_mnist(tmp_path / "data", n_train=64, n_test=16)
+    model_dir = tmp_path / "run"
+    keep = [tmp_path / f"kept_by_worker_{index}" for index in range(2)]
+    outputs = _train_two_workers(tmp_path, model_dir, keep, "--epochs=1")
     assert _checkpoint_step(model_dir) == 3
     with open(model_dir / "metrics.json") as f:
         assert json.load(f)["examples"] == 16
     saved_from = [set((k / "saved_from.txt").read_text().split()) for k in keep]
     assert saved_from[0] == {str(model_dir)}
     assert len(saved_from[1]) == 1 and str(model_dir) not in saved_from[1]  # Its own directory.
-    chief = keras.saving.load_model(model_dir / "last.keras").get_weights()
-    other = keras.saving.load_model(keep[1] / "last.keras").get_weights()
-    assert len(chief) == len(other) > 0
-    for a, b in zip(chief, other):
-        np.testing.assert_array_equal(a, b)
-    # Each worker evaluated its own model: the same numbers.
+    assert not os.path.exists(saved_from[1].pop())  # Removed when the worker exits.
+    _assert_same_weights(model_dir / "last.keras", keep[1] / "last.keras")
+    # Each worker evaluated the same model: the same numbers.
     evaluated = [[line for line in out.splitlines() if "top-1 error" in line] for out in outputs]
     assert evaluated[0] == evaluated[1] and len(evaluated[0]) == 1
+
+    outputs = _train_two_workers(tmp_path, model_dir, keep, "--epochs=2", "--allow_changes=epochs")
+    for output in outputs:
+        assert "at step 3." in output, output[-3000:]
+    assert _checkpoint_step(model_dir) == 6
+    with open(model_dir / "history.csv") as f:
+        assert len(f.read().splitlines()) == 3  # Header and two epochs.
+    _assert_same_weights(model_dir / "last.keras", keep[1] / "last.keras")
 
 
 @pytest.mark.slow

@@ -121,8 +121,10 @@ class StepCheckpoint(keras.callbacks.Callback):
         self.failed_step: int | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        if not self.state.manager.checkpoints:
-            self.state.save(0)  # Step 0, so there is always a good checkpoint to go back to.
+        # Step 0, so there is always a good checkpoint to go back to. Decided by the step every
+        # worker resumed at, not by its own directory: saving is collective under multi-worker.
+        if self.saved_step == 0:
+            self.state.save(0)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch_start = max(epoch * self.steps_per_epoch, self.saved_step)
@@ -180,14 +182,19 @@ class ModelSaver(keras.callbacks.Callback):
         monitor: str = "val_top1",
         completed_epochs: int = 0,
         val_errors: dict[int, float] | None = None,
+        best_from: str = "",
     ):
+        """`best_from`: the run directory whose best.json a resumed run continues from, if not
+        `model_dir` (a multi-worker run's other workers save into throwaway directories, but
+        must decide on best.keras as the chief does: saving is collective)."""
         super().__init__()
         self.model_dir = model_dir
         self.monitor = monitor
         self.best_path = os.path.join(model_dir, "best.json")
         self.best = -math.inf
-        if os.path.exists(self.best_path):
-            with open(self.best_path) as f:
+        recorded = os.path.join(best_from or model_dir, "best.json")
+        if os.path.exists(recorded):
+            with open(recorded) as f:
                 best = json.load(f)
             self.best = best[monitor]
             if best.get("epoch", 0) > completed_epochs:  # From an epoch the resumed run redoes:

@@ -37,7 +37,11 @@ class RunState:
         first_bad_step: the first step whose running loss was not finite, or -1.
     """
 
-    def __init__(self, model: keras.Model, directory: str, max_to_keep: int = 3):
+    def __init__(
+        self, model: keras.Model, directory: str, max_to_keep: int = 3, restore_from: str = ""
+    ):
+        """Saves into `directory`; restores from `restore_from` when given (a multi-worker run's
+        other workers write throwaway checkpoints but resume from the chief's, read-only)."""
         self.step = counter("step")
         self.first_bad_step = counter("first_bad_step")
         self.metric_variables = [v.value for v in model.metrics_variables]
@@ -53,6 +57,7 @@ class RunState:
         self.directory = directory
         self.max_to_keep = max_to_keep
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep)
+        self.restore_from = restore_from
 
     def save(self, step: int) -> str:
         return self.manager.save(checkpoint_number=step)
@@ -61,8 +66,11 @@ class RunState:
         """Restores the newest readable checkpoint and returns its step (0 if there is none).
 
         A checkpoint that cannot be read (truncated, corrupt) is moved to `corrupt/`, with a
-        warning that names it, and the previous one is tried.
+        warning that names it, and the previous one is tried. Reading another's checkpoints
+        (`restore_from`), unreadable ones are skipped and left to their owner to move.
         """
+        if self.restore_from:
+            return self._restore_read_only()
         for path in reversed(self.manager.checkpoints):
             try:
                 self.checkpoint.restore(path).assert_existing_objects_matched()
@@ -80,6 +88,17 @@ class RunState:
                 f"No checkpoint in {self.directory} can be read (moved to "
                 f"{os.path.join(self.directory, CORRUPT_DIR)}); start again in a new --model_dir."
             )
+        return 0
+
+    def _restore_read_only(self) -> int:
+        state = tf.train.get_checkpoint_state(self.restore_from)
+        for path in reversed(state.all_model_checkpoint_paths if state else []):
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError):
+                continue
+            logging.info("Resumed from %s at step %d.", path, int(self.step.numpy()))
+            return int(self.step.numpy())
         return 0
 
     def _move_aside(self, path: str) -> str:

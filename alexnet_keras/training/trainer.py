@@ -8,6 +8,7 @@ Rerunning the same command resumes the run exactly where its last checkpoint lef
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import json
@@ -201,15 +202,27 @@ def _run(
     with strategy.scope():
         model = compile_alexnet(config, len(datasets.class_names), towers, replicas)
         # Under multi-worker training every worker saves (saving is collective), the non-chief
-        # ones into a throwaway directory.
-        save_dir = model_dir if chief else tempfile.mkdtemp(prefix="alexnet_worker_")
-        state = RunState(model, os.path.join(save_dir, run_dir.CHECKPOINT_DIR))
+        # ones into a throwaway directory; all resume from the chief's checkpoints.
+        checkpoints = os.path.join(model_dir, run_dir.CHECKPOINT_DIR)
+        if chief:
+            save_dir, state = model_dir, RunState(model, checkpoints)
+        else:
+            save_dir = tempfile.mkdtemp(prefix="alexnet_worker_")
+            atexit.register(shutil.rmtree, save_dir, ignore_errors=True)
+            state = RunState(model, os.path.join(save_dir, run_dir.CHECKPOINT_DIR),
+                             max_to_keep=1, restore_from=checkpoints)  # fmt: skip
     if towers:
         logging.info(strategies.describe_towers(model))
     new_layers = _start_from(model, config, record)
     if chief:
         resume.RunRecord(data_seed, computes_in, new_layers).write(model_dir)
     start = state.restore_latest()
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if multi_worker and strategies.chiefs_value(strategy, start) != start:
+        raise ValueError(
+            f"This worker resumed {model_dir} at step {start}, the chief at another step: "
+            "--model_dir must be one directory that every worker reads (a shared filesystem)."
+        )
     metric_values = [v.numpy() for v in state.metric_variables]
     model.train_step = _counting_steps(model.train_step, state)
     steps_per_epoch = datasets.steps_per_epoch
@@ -234,7 +247,9 @@ def _run(
             cb.FilterImageCallback(os.path.join(model_dir, "logs", "filters")),
         ]
     callbacks += [
-        cb.ModelSaver(save_dir, completed_epochs=epoch, val_errors=lr_controller.errors),
+        cb.ModelSaver(
+            save_dir, completed_epochs=epoch, val_errors=lr_controller.errors, best_from=model_dir
+        ),
         step_checkpoint,  # After everything an epoch end writes: a saved epoch is complete.
         *extra_callbacks,
     ]
@@ -245,7 +260,7 @@ def _run(
         verbose=1 if sys.stdout.isatty() else 2,
         shuffle=False,  # The input pipeline shuffles.
     )
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if multi_worker:
         strategies.prepare_multi_worker(model)
     scope = strategy.scope() if model._distribute_strategy is None else contextlib.nullcontext()
     with scope:
@@ -256,13 +271,14 @@ def _run(
             f"stopped. The last good checkpoint is {state.manager.latest_checkpoint}. Lower "
             "--learning_rate or check the data, then rerun the same command to resume from it."
         )
+    if multi_worker:
+        strategies.chiefs_value(strategy, 0)  # A barrier: the chief's model files are written.
+    # Every worker evaluates the chief's files: a resumed run's other workers have not saved all.
     metrics = evaluation.final_metrics(
-        model, config, datasets.evaluation, datasets.eval_split, save_dir, last_logs
+        model, config, datasets.evaluation, datasets.eval_split, model_dir, last_logs
     )
     if chief:
         evaluation.write_metrics(metrics, os.path.join(model_dir, run_dir.METRICS_FILE))
-    else:
-        shutil.rmtree(save_dir, ignore_errors=True)
     logging.info("Final evaluation: %s", metrics)
     print(evaluation.describe(metrics))
     return metrics
