@@ -160,6 +160,26 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one_and_keeps_it(tmp_path
     )
     assert data_file in os.listdir(tmp_path / "checkpoints" / "corrupt")  # Kept, not deleted.
     assert tf.train.latest_checkpoint(tmp_path / "checkpoints").endswith("ckpt-6")
+    # The checkpoints before the bad one are still the manager's: deleted as newer ones come.
+    indexes = sorted(p for p in os.listdir(tmp_path / "checkpoints") if p.endswith(".index"))
+    assert indexes == ["ckpt-4.index", "ckpt-5.index", "ckpt-6.index"]
+
+
+def test_no_readable_checkpoint_stops_and_keeps_them_all(tmp_path):
+    """Not a silent start from scratch in a directory full of (unreadable) progress."""
+    config = tiny_config(tmp_path, epochs=1, seed=3, checkpoint_every_steps=1)
+    run(config, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(steps=2))
+    checkpoints = tmp_path / "checkpoints"
+    data_files = sorted(p for p in os.listdir(checkpoints) if ".data" in p)
+    assert len(data_files) == 3  # Steps 0, 1 and 2.
+    for name in data_files:
+        with open(checkpoints / name, "r+b") as f:
+            f.truncate(100)
+    more = tiny_config(tmp_path, epochs=2, seed=3, checkpoint_every_steps=1)
+    with pytest.raises(ValueError, match=f"No checkpoint in {checkpoints} can be read"):
+        run(more, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(steps=2),
+            allow_changes=["epochs"])  # fmt: skip
+    assert sorted(p for p in os.listdir(checkpoints / "corrupt") if ".data" in p) == data_files
 
 
 def test_float16_skipped_steps_still_count(tmp_path, monkeypatch):

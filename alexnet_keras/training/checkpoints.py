@@ -67,38 +67,32 @@ class RunState:
 
         A checkpoint that cannot be read (truncated, corrupt) is moved to `corrupt/`, with a
         warning that names it, and the previous one is tried. Reading another's checkpoints
-        (`restore_from`), unreadable ones are skipped and left to their owner to move.
+        (`restore_from`), unreadable ones are only skipped: moving them is their owner's job.
         """
         if self.restore_from:
-            return self._restore_read_only()
-        for path in reversed(self.manager.checkpoints):
+            state = tf.train.get_checkpoint_state(self.restore_from)
+            paths = list(state.all_model_checkpoint_paths) if state else []
+        else:
+            paths = self.manager.checkpoints
+        for path in reversed(paths):
             try:
                 self.checkpoint.restore(path).assert_existing_objects_matched()
             except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as error:
-                moved = self._move_aside(path)
-                logging.warning(
-                    "Checkpoint %s cannot be read (%s: %s); moved it to %s and going back to the "
-                    "previous one.", path, type(error).__name__, str(error).splitlines()[0], moved,
-                )  # fmt: skip
+                if not self.restore_from:
+                    moved = self._move_aside(path)
+                    logging.warning(
+                        "Checkpoint %s cannot be read (%s: %s); moved it to %s and going back to "
+                        "the previous one.", path, type(error).__name__,
+                        str(error).splitlines()[0], moved,
+                    )  # fmt: skip
                 continue
             logging.info("Resumed from %s at step %d.", path, int(self.step.numpy()))
             return int(self.step.numpy())
-        if self.manager.checkpoints:
+        if paths:
             raise ValueError(
-                f"No checkpoint in {self.directory} can be read (moved to "
-                f"{os.path.join(self.directory, CORRUPT_DIR)}); start again in a new --model_dir."
+                f"No checkpoint in {self.restore_from or self.directory} can be read (unreadable "
+                f"ones are in {CORRUPT_DIR}/); start again in a new --model_dir."
             )
-        return 0
-
-    def _restore_read_only(self) -> int:
-        state = tf.train.get_checkpoint_state(self.restore_from)
-        for path in reversed(state.all_model_checkpoint_paths if state else []):
-            try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
-            except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError):
-                continue
-            logging.info("Resumed from %s at step %d.", path, int(self.step.numpy()))
-            return int(self.step.numpy())
         return 0
 
     def _move_aside(self, path: str) -> str:
@@ -106,10 +100,22 @@ class RunState:
         os.makedirs(target, exist_ok=True)
         for file in glob.glob(path + ".*"):
             shutil.move(file, os.path.join(target, os.path.basename(file)))
-        remaining = [p for p in self.manager.checkpoints if p != path]
-        tf.compat.v1.train.update_checkpoint_state(
-            self.directory, remaining[-1] if remaining else "", all_model_checkpoint_paths=remaining
-        )
+        # The state file without `path`. Its timestamps must stay: a manager treats checkpoints
+        # without one as kept forever and would never delete them.
+        state = tf.train.get_checkpoint_state(self.directory)
+        kept = [
+            (p, t)
+            for p, t in zip(state.all_model_checkpoint_paths, state.all_model_checkpoint_timestamps)
+            if p != path
+        ]
+        if kept:
+            tf.compat.v1.train.update_checkpoint_state(
+                self.directory, kept[-1][0], all_model_checkpoint_paths=[p for p, _ in kept],
+                all_model_checkpoint_timestamps=[t for _, t in kept],
+                last_preserved_timestamp=state.last_preserved_timestamp,
+            )  # fmt: skip
+        else:  # A state file naming no checkpoint is "invalid" to TF: none at all instead.
+            os.remove(os.path.join(self.directory, "checkpoint"))
         # A new manager reads the corrected list from the state file.
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, self.max_to_keep)
         return target
