@@ -146,16 +146,25 @@ def test_deterministic_under_a_seed(imagenet):
 
 
 def test_image_folder_with_png_named_jpeg_and_corrupt_file(tmp_path):
+    """Seeded: the filler depends on where the shuffle puts broken.jpg (unseeded, this test once
+    saw 10 distinct images). Seed 2 puts it mid-pass, seed 1 last in the pass."""
     write_image_folder(str(tmp_path), bad=True)
+
+    def train_images(seed, log, batches):
+        return _collect(pipeline.build_dataset(
+            f"folder:{tmp_path}", "train", batch_size=10, training=True, bad_image_log=log,
+            image_size=67, seed=seed,
+        ).take(batches))[0]  # fmt: skip
+
     log = pipeline.BadImageLog()
-    ds = pipeline.build_dataset(
-        f"folder:{tmp_path}", "train", batch_size=10, training=True, bad_image_log=log,
-        image_size=67,
-    )  # fmt: skip
-    images, labels = _collect(ds.take(1))  # One pass of the 10 files.
+    images = train_images(2, log, batches=1)  # One pass of the 10 files.
     assert images.shape == (10, 67, 67, 3)
-    assert _distinct(images) == 9  # 8 + really_png.JPEG; broken.jpg's slot is a copy.
+    assert _distinct(images) == 9  # 8 + really_png.JPEG; broken.jpg's slot is a copy
+    repeats = [i for i in range(9) if images[i].tobytes() == images[i + 1].tobytes()]
+    assert len(repeats) == 1  # of the example after it.
     assert log.count() == 1 and log.keys()[0].endswith("broken.jpg")
+    images = train_images(1, pipeline.BadImageLog(), batches=2)  # Last: the next pass's first.
+    assert _distinct(images[:10]) == 10 and images[9].tobytes() == images[10].tobytes()
     labels = _collect(pipeline.build_dataset(
         f"folder:{tmp_path}", "train", batch_size=16, training=False, bad_image_log=log,
         image_size=67,
