@@ -340,19 +340,24 @@ _FRESH_PROCESS = textwrap.dedent("""
 """)
 
 
-def test_fresh_process_and_tf1_session_loader(trained, reference_model, tmp_path):
-    images = sample_images()
+def _served_in_fresh_process(export_path, images, tmp_path):
+    """`_FRESH_PROCESS`'s results for `images` (written to files) served from `export_path`."""
     paths = []
     for i, data in enumerate(images):
         paths.append(str(tmp_path / f"{i}.img"))
         open(paths[-1], "wb").write(data)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
     done = subprocess.run(
-        [sys.executable, "-c", _FRESH_PROCESS, trained[1].path, *paths],
+        [sys.executable, "-c", _FRESH_PROCESS, export_path, *paths],
         capture_output=True, text=True, timeout=180, env=env, cwd=str(tmp_path),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_fresh_process_and_tf1_session_loader(trained, reference_model, tmp_path):
+    images = sample_images()
+    result = _served_in_fresh_process(trained[1].path, images, tmp_path)
     expected = reference_probabilities(
         reference_model, export.resolve_source(trained[0]).stats, images
     )
@@ -548,17 +553,7 @@ def test_bfloat16_export_stores_bfloat16_weights_and_serves_close_to_float32(
     assert ours.dtype == np.float32
     np.testing.assert_allclose(ours, theirs, atol=0.02)
     np.testing.assert_array_equal(ours.argmax(-1), theirs.argmax(-1))
-    paths = []
-    for i, data in enumerate(images):
-        paths.append(str(tmp_path / f"{i}.img"))
-        open(paths[-1], "wb").write(data)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
-    done = subprocess.run(
-        [sys.executable, "-c", _FRESH_PROCESS, bfloat16_export.path, *paths],
-        capture_output=True, text=True, timeout=180, env=env, cwd=str(tmp_path),
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _served_in_fresh_process(bfloat16_export.path, images, tmp_path)
     np.testing.assert_allclose(result["tf1"], theirs, atol=0.02)  # TF Serving's session loader.
     logs = warmup.read_warmup_file(
         os.path.join(bfloat16_export.path, "assets.extra", "tf_serving_warmup_requests")
