@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from alexnet_keras.layers import GroupedConv2D, GroupedMaxPool2D, columns
+from alexnet_keras.layers.grouped_conv import space_to_depth_conv
 
 # (kernel, strides, padding) of AlexNet's convolutions.
 ALEXNET_CONVS = [(11, 4, "valid"), (5, 1, "same"), (3, 1, "same")]
@@ -253,3 +254,48 @@ def test_explicit_padding_traced_and_saved(tmp_path, jit):
 def test_bad_explicit_padding(padding):
     with pytest.raises(ValueError, match=r"`padding` must be .*Received: padding="):
         GroupedConv2D(8, 3, padding=padding)
+
+
+@pytest.mark.parametrize(
+    "height,width,kernel,stride",
+    [(227, 227, (11, 11), 4), (228, 228, (11, 11), 4), (17, 14, (5, 3), 3), (9, 9, (4, 4), 2)],
+)
+def test_space_to_depth_conv_equals_strided_conv(height, width, kernel, stride):
+    """The folded stride-1 convolution computes the strided one's sums (float32, so only the
+    order of the additions differs): outputs and both gradients."""
+    rng = np.random.default_rng(height + stride)
+    x = tf.constant(rng.normal(size=(2, height, width, 3)), tf.float32)
+    k = tf.constant(rng.normal(size=(*kernel, 3, 8)), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, k])
+        ours = space_to_depth_conv(x, k, stride)
+        ref = tf.nn.conv2d(x, k, stride, "VALID")
+        upstream = tf.constant(rng.normal(size=ref.shape), tf.float32)
+        loss_ours, loss_ref = tf.reduce_sum(ours * upstream), tf.reduce_sum(ref * upstream)
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5, atol=1e-4)
+    for g_ours, g_ref in zip(tape.gradient(loss_ours, [x, k]), tape.gradient(loss_ref, [x, k])):
+        np.testing.assert_allclose(g_ours.numpy(), g_ref.numpy(), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("padding", ["valid", 2])
+def test_bfloat16_conv1_runs_folded_and_matches_float32(padding):
+    """Under bfloat16 the paper's conv1 runs as space_to_depth + a 3x3 convolution (the graph
+    says so), and agrees with the float32 layer to bfloat16's rounding."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (2, 227, 227, 3)).astype(np.float32)
+    layers = [
+        GroupedConv2D(96, 11, strides=4, padding=padding, split_input=False, dtype=policy)
+        for policy in ("mixed_bfloat16", "float32")
+    ]
+    for layer in layers:
+        layer.build(x.shape)
+    for v, w in zip(*(layer.weights for layer in layers)):
+        w.assign(v.assign(rng.normal(0, 0.05, v.shape).astype(np.float32)))
+    graph = tf.function(layers[0]).get_concrete_function(tf.TensorSpec(x.shape)).graph
+    assert "SpaceToDepth" in {op.type for op in graph.get_operations()}
+    ours = tf.cast(layers[0](x), tf.float32).numpy()
+    ref = layers[1](tf.cast(tf.cast(x, tf.bfloat16), tf.float32)).numpy()  # The same inputs.
+    side = 55 if padding == "valid" else 56
+    assert ours.shape == ref.shape == (2, side, side, 96)
+    np.testing.assert_allclose(ours, ref, rtol=2e-2, atol=1e-2 * np.abs(ref).max())
