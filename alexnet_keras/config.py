@@ -20,6 +20,7 @@ ARCHITECTURES = ("paper", "torchvision")
 LRN_FORMS = ("paper", "caffe")
 DISTRIBUTIONS = ("auto", "one_device", "mirrored", "towers", "multi_worker")
 MIXED_PRECISIONS = ("auto", "none", "float16", "bfloat16")
+INPUT_DTYPES = ("auto", "float32", "uint8")
 LR_SCHEDULES = ("plateau", "step", "constant")
 KERNEL_INITIALIZERS = ("paper", "he_normal", "glorot_uniform")
 BIAS_INITIALIZERS = ("paper", "zeros")
@@ -72,6 +73,7 @@ class TrainConfig:
     fine_tune_lr_factor: float = 0.1  # Loaded layers learn at this x learning_rate.
     checkpoint_every_steps: int = 1000
     steps_per_execution: int = 1  # Steps per host round trip: >1 keeps a fast GPU fed.
+    input_dtype: str = "auto"  # uint8 crops finished on the device (GPUs), or float32 ones.
     final_checkpoint: str = "best"
 
     def __post_init__(self) -> None:
@@ -84,6 +86,7 @@ class TrainConfig:
         _check_choice(self, "lrn_form", LRN_FORMS)
         _check_choice(self, "distribution", DISTRIBUTIONS)
         _check_choice(self, "mixed_precision", MIXED_PRECISIONS)
+        _check_choice(self, "input_dtype", INPUT_DTYPES)
         _check_choice(self, "lr_schedule", LR_SCHEDULES)
         _check_choice(self, "kernel_initializer", KERNEL_INITIALIZERS)
         _check_choice(self, "bias_initializer", BIAS_INITIALIZERS)

@@ -9,7 +9,8 @@ import pytest
 from train_helpers import REPO, run_env
 
 KEYS = {
-    "train_images_per_sec", "train_e2e_images_per_sec", "infer_images_per_sec",
+    "train_images_per_sec", "train_e2e_images_per_sec", "train_e2e_uint8_images_per_sec",
+    "input_images_per_sec", "input_uint8_images_per_sec", "infer_images_per_sec",
     "latency_ms_batch1", "savedmodel_float32_latency_ms_batch1", "gemm_gflops_float32",
     "savedmodel_bfloat16_latency_ms_batch1", "savedmodel_float32_images_per_sec",
     "savedmodel_bfloat16_images_per_sec",

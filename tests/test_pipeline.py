@@ -1,6 +1,7 @@
 """tf.data pipelines end to end, from files the tests write."""
 
 import collections
+import dataclasses
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from fake_data import (
     write_image_folder,
 )
 
-from alexnet_keras.data import pipeline
+from alexnet_keras.data import pipeline, pixels
 from alexnet_keras.data import sources as datasets
 
 
@@ -143,6 +144,45 @@ def test_deterministic_under_a_seed(imagenet):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(la, lb)
     assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_uint8_pixels_are_the_float32_stream_rounded(imagenet, augment):
+    """--input_dtype=uint8 sends each crop as uint8 with its RGB shift (minus the mean, plus the
+    lighting); the device's cast and add give the float32 stream's images to within rounding
+    (0.5), the same labels, and the shifts carry the lighting draws (they differ per image)."""
+    data_dir, _ = imagenet
+
+    def stream(uint8_pixels):
+        return pipeline.build_dataset(
+            "imagenet2012", "train", batch_size=4, training=True, data_dir=data_dir, seed=5,
+            bad_image_log=pipeline.BadImageLog(), augment=augment, uint8_pixels=uint8_pixels,
+        ).take(3)  # fmt: skip
+
+    for (images, labels), ((crops, shifts), crop_labels) in zip(stream(False), stream(True)):
+        assert crops.dtype == tf.uint8 and shifts.shape == (4, 3)
+        np.testing.assert_array_equal(crop_labels, labels)
+        finished = pixels.shift_batch(crops, shifts).numpy()
+        error = np.abs(finished - images.numpy())
+        assert error.max() <= 0.5 + 1e-3 and error.mean() > 0.05  # Rounded, not equal.
+        reference = crops.numpy().astype(np.float32) + shifts.numpy()[:, None, None, :]
+        np.testing.assert_array_equal(finished, reference)
+        mean = -np.asarray(pipeline.IMAGENET.mean_rgb, np.float32)
+        if augment:
+            assert np.abs(shifts.numpy() - mean).min(axis=1).max() > 0  # Lighting drawn.
+        else:
+            np.testing.assert_array_equal(shifts.numpy(), np.tile(mean, (4, 1)))
+
+
+def test_uint8_pixels_refuse_a_mean_image_and_evaluation(tmp_path):
+    write_image_folder(str(tmp_path))
+    mean_image = dataclasses.replace(pipeline.IMAGENET, mean_image=((pipeline.IMAGENET.mean_rgb,),))
+    with pytest.raises(ValueError, match="uint8_pixels needs a per-channel mean"):
+        pipeline.build_dataset(f"folder:{tmp_path}", "train", batch_size=2, training=True,
+                               stats=mean_image, uint8_pixels=True, image_size=67)  # fmt: skip
+    with pytest.raises(ValueError, match="uint8_pixels is a training mode"):
+        pipeline.build_dataset(f"folder:{tmp_path}", "train", batch_size=2, training=False,
+                               uint8_pixels=True, image_size=67)  # fmt: skip
 
 
 def test_image_folder_with_png_named_jpeg_and_corrupt_file(tmp_path):

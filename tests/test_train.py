@@ -1,5 +1,6 @@
 """End-to-end training: one device, mirrored and towers on two logical CPUs, and learning."""
 
+import dataclasses
 import json
 import os
 import sys
@@ -19,10 +20,11 @@ from train_helpers import (
     write_tiny_fashion_mnist,
 )
 
+from alexnet_keras.data import stats
 from alexnet_keras.run_dir import load_run
 from alexnet_keras.training import callbacks as cb
 from alexnet_keras.training import evaluation
-from alexnet_keras.training.trainer import Datasets, run
+from alexnet_keras.training.trainer import Datasets, run, sends_uint8
 
 METRIC_KEYS = {"top1_error", "top5_error", "top1_accuracy", "top5_accuracy", "examples", "crops"}
 
@@ -51,6 +53,43 @@ def test_one_device(tmp_path):
     config = tiny_config(tmp_path, epochs=2)
     metrics = run(config, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(steps=3))
     _assert_run_outputs(tmp_path, metrics, final_step=6)
+
+
+@pytest.mark.parametrize("distribution", ["one_device", "mirrored"])
+def test_uint8_stream_trains_exactly_as_its_float32_images(tmp_path, distribution):
+    """--input_dtype=uint8: the step casts the crops and adds their shifts on each replica's
+    device; the run ends bit for bit where the same images sent as float32 end."""
+    images, labels = tiny_arrays()
+    crops = np.clip(images + 128, 0, 255).round().astype(np.uint8)
+    shifts = np.random.default_rng(3).normal(-120, 10, (len(crops), 3)).astype(np.float32)
+    as_float32 = crops.astype(np.float32) + shifts[:, None, None, :]  # The host's float32 path.
+    devices = ("/cpu:0", "/cpu:1") if distribution == "mirrored" else ("/cpu:0",)
+    weights = {}
+    for name, train in (("float32", (as_float32, labels)), ("uint8", ((crops, shifts), labels))):
+        stream = tf.data.Dataset.from_tensor_slices(train).repeat().batch(8)
+        datasets = dataclasses.replace(
+            tiny_datasets(steps=3), train=stream, uint8_pixels=name == "uint8"
+        )
+        config = tiny_config(tmp_path / name, seed=2, distribution=distribution, devices=devices)
+        strategy = (tf.distribute.MirroredStrategy(list(devices)) if distribution == "mirrored"
+                    else tf.distribute.OneDeviceStrategy("/cpu:0"))  # fmt: skip
+        run(config, strategy, datasets)
+        weights[name] = keras.saving.load_model(tmp_path / name / "last.keras").get_weights()
+    moved = [np.abs(w).max() > 0 for w in weights["uint8"]]
+    assert all(moved)
+    for ours, reference in zip(weights["uint8"], weights["float32"]):
+        np.testing.assert_array_equal(ours, reference)
+
+
+def test_input_dtype_auto_is_float32_on_a_cpu_and_uint8_refuses_a_mean_image(tmp_path):
+    with_mean_image = dataclasses.replace(stats.IMAGENET, mean_image=((stats.IMAGENET.mean_rgb,),))
+    assert not sends_uint8(tiny_config(tmp_path, input_dtype="auto"), stats.IMAGENET)
+    assert sends_uint8(tiny_config(tmp_path, input_dtype="uint8"), stats.IMAGENET)
+    assert not sends_uint8(tiny_config(tmp_path, input_dtype="float32"), stats.IMAGENET)
+    with pytest.raises(ValueError, match="--input_dtype=uint8 is invalid with a mean image"):
+        sends_uint8(tiny_config(tmp_path, input_dtype="uint8"), with_mean_image)
+    with pytest.raises(ValueError, match="--input_dtype=int8 is invalid"):
+        tiny_config(tmp_path, input_dtype="int8")
 
 
 def _softmax(logits):

@@ -216,6 +216,16 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         **fv,
     )
     flags.DEFINE_enum(
+        "input_dtype",
+        _D.input_dtype,
+        config_lib.INPUT_DTYPES,
+        "What the training input sends to the device: uint8 crops and a per-image RGB shift "
+        "(mean and lighting), cast and added in the step (4x fewer bytes), or float32 crops "
+        "finished on the host. auto: uint8 on GPUs, float32 on CPUs. uint8 rounds the resized "
+        "crops to whole levels and needs a per-channel mean (not a mean image).",
+        **fv,
+    )
+    flags.DEFINE_enum(
         "final_checkpoint",
         _D.final_checkpoint,
         config_lib.CHECKPOINTS,
@@ -231,8 +241,8 @@ def define_run_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         [],
         "Resuming into a --model_dir recorded with other values of these flags continues that run "
         "with the new values (any of: epochs, ten_crop_eval, final_checkpoint, validation_steps, "
-        "plateau_patience, max_lr_drops, lr_boundaries, mixed_precision). Other changes need a "
-        "new --model_dir.",
+        "plateau_patience, max_lr_drops, lr_boundaries, mixed_precision, input_dtype). Other "
+        "changes need a new --model_dir.",
         flag_values=flag_values,
     )
 

@@ -3,6 +3,7 @@
     ds = build_dataset("imagenet2012", "train", batch_size=128, training=True, seed=run_seed,
                        start=step * 128, manual_dir="/data/ilsvrc")
     # yields (images float32 [128, 227, 227, 3], labels int32 [128]), forever
+    # (uint8_pixels=True: ((uint8 crops, float32 RGB shifts [128, 3]), labels), see pixels.py)
 
 Training reads the endless stream of `order.training_stream`: passes over the split, each a fresh
 permutation drawn from (seed, pass), and example p of the stream is a pure function of (seed, p).
@@ -65,6 +66,7 @@ def preprocess_examples(
     repeat: bool | int | None = None,
     drop_remainder: bool | None = None,
     bad_image_log: BadImageLog | None = None,
+    uint8_pixels: bool = False,
 ) -> tf.data.Dataset:
     """Turns raw examples into (images, labels) batches; see `build_dataset` for the arguments.
 
@@ -78,6 +80,8 @@ def preprocess_examples(
     bad_log = bad_image_log or bad_images()
     if ten_crop and training:
         raise ValueError("ten_crop is an evaluation mode; received training=True.")
+    if uint8_pixels and not training:
+        raise ValueError("uint8_pixels is a training mode; received training=False.")
     if repeat is True or (repeat is not None and repeat is not False and repeat < 0):
         ds = ds.repeat()
     elif repeat:
@@ -96,6 +100,7 @@ def preprocess_examples(
                 augment=augment,
                 lighting_std=lighting_std,
                 seed=example_seed,
+                uint8_pixels=uint8_pixels,
             )
         if image.dtype == tf.string:
             image = pixels.decode_image(image)
@@ -142,6 +147,7 @@ def build_dataset(
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     drop_remainder: bool | None = None,
     bad_image_log: BadImageLog | None = None,
+    uint8_pixels: bool = False,
 ) -> tf.data.Dataset:
     """The batched input pipeline for one split of a named source.
 
@@ -166,6 +172,8 @@ def build_dataset(
         shuffle_buffer: training on record shards: examples in the shuffle window.
         drop_remainder: default True when training (static batch shape), False for evaluation.
         bad_image_log: where skipped images are recorded (default: `bad_images()`).
+        uint8_pixels: training only: yield ((uint8 crops [B, S, S, 3], float32 RGB shifts
+            [B, 3]), labels), finished on the device by `pixels.shift_batch` (--input_dtype).
 
     Returns:
         Dataset of (images float32 [B, S, S, 3] or [B, 10, S, S, 3], labels int32 [B]).
@@ -198,4 +206,5 @@ def build_dataset(
         repeat=None if training else repeat,
         drop_remainder=drop_remainder,
         bad_image_log=bad_image_log,
+        uint8_pixels=uint8_pixels,
     )

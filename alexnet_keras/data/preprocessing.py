@@ -5,6 +5,7 @@ graph (`alexnet_keras.serving`), so what the network sees at serving time is exa
 evaluation. Every function works eagerly and inside `tf.data.Dataset.map` / `tf.function`.
 
     training:   decode+random crop+flip (geometry) -> minus the mean -> PCA lighting (Sec. 2, 4.1)
+                (or the uint8 crop and its mean + lighting shift, added on the device)
     evaluation: decode -> shorter side to 256 -> centre square -> minus mean -> centre or 10 crops
 
 Images are RGB, channels-last, float32 on the 0..255 scale; see `pixels.py` for seeds.
@@ -64,7 +65,8 @@ def preprocess_for_train(
     augment: bool = True,
     lighting_std: float = 0.1,
     seed: Seed = None,
-) -> tf.Tensor:
+    uint8_pixels: bool = False,
+) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
     """Training: random crop of the rescaled square, mean subtraction, flip, PCA lighting.
 
     Args:
@@ -75,15 +77,29 @@ def preprocess_for_train(
         augment: False gives the eval centre crop (no flip, no lighting).
         lighting_std: std of alpha in the PCA lighting; 0 disables it.
         seed: shape-[2] stateless seed (a seeded pipeline passes one per example) or None.
+        uint8_pixels: return the crop rounded to uint8 and its RGB shift (minus the mean, plus
+            the lighting offset) apart, for the step to add on the device
+            (`pixels.shift_batch`): a quarter of the bytes to the device. Needs a per-channel
+            mean (a mean image is a per-pixel shift).
 
     Returns:
-        float32 [image_size, image_size, 3], mean subtracted.
+        float32 [image_size, image_size, 3], mean subtracted; with `uint8_pixels`, (uint8
+        [image_size, image_size, 3], float32 [3]).
     """
     resize_size = resize_size or geometry.default_resize_size(image_size)
     image = tf.convert_to_tensor(image)
+    if uint8_pixels and stats.mean_image is not None:
+        raise ValueError(
+            "uint8_pixels needs a per-channel mean; these statistics have a mean image (a "
+            "per-pixel shift, which only the host pipeline applies)."
+        )
     if not augment:
         if image.dtype == tf.string:
             image = pixels.decode_image(image)
+        if uint8_pixels:
+            square = geometry.resize_shorter_and_center_crop(image, resize_size)
+            crop = geometry.center_crop(pixels.to_rgb_float(square), image_size)
+            return pixels.to_uint8(crop), -tf.constant(stats.mean_rgb, tf.float32)
         return preprocess_for_eval(image, stats, image_size, resize_size)
     crop_seed, flip_seed, light_seed = pixels.split_seed(seed, 3)
     coin = geometry.flip_coin(flip_seed)
@@ -108,6 +124,8 @@ def preprocess_for_train(
     if lighting_std:
         alpha = pixels.sample_lighting_alpha(lighting_std, light_seed)
         channel_shift += pixels.lighting_shift(alpha, stats.eigval, stats.eigvec)
+    if uint8_pixels:
+        return pixels.to_uint8(crop), channel_shift
     return pixels.add_per_channel(crop, channel_shift)  # Mean and lighting in one pass.
 
 

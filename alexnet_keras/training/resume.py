@@ -27,7 +27,7 @@ FREE = frozenset({
 # The same run, continued with other values: accepted with --allow_changes=NAME,...
 ALLOWED_CHANGES = (
     "epochs", "ten_crop_eval", "final_checkpoint", "validation_steps", "plateau_patience",
-    "max_lr_drops", "lr_boundaries", "mixed_precision",
+    "max_lr_drops", "lr_boundaries", "mixed_precision", "input_dtype",
 )  # fmt: skip
 
 

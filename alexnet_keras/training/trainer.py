@@ -25,7 +25,7 @@ from absl import logging
 
 from alexnet_keras import run_dir
 from alexnet_keras.config import TrainConfig
-from alexnet_keras.data import pipeline, sources, stats
+from alexnet_keras.data import pipeline, pixels, sources, stats
 from alexnet_keras.model import build_alexnet
 from alexnet_keras.training import callbacks as cb
 from alexnet_keras.training import evaluation, fine_tune, precision, resume, strategies
@@ -43,7 +43,8 @@ class Datasets:
     `train` is the endless training stream of global batches, or a function of the step it must
     start at (the run's own pipeline: a resumed run continues the stream exactly); validation and
     evaluation are one pass each, evaluation of 10-crop batches [batch, 10, size, size, 3] when
-    the run asks for them.
+    the run asks for them. With `uint8_pixels` the training stream yields ((uint8 crops,
+    RGB shifts), labels) and the step finishes them on the device (`pixels.shift_batch`).
     """
 
     train: Stream | Callable[[int], Stream]
@@ -52,6 +53,7 @@ class Datasets:
     class_names: tuple[str, ...]
     steps_per_epoch: int
     eval_split: str
+    uint8_pixels: bool = False
 
     def train_from(self, step: int) -> Stream:
         return self.train(step) if callable(self.train) else self.train
@@ -68,6 +70,7 @@ def make_datasets(
         info = sources.dataset_info(config.dataset, config.data_dir, config.manual_dir)
     except (ValueError, FileNotFoundError) as error:
         raise type(error)(f"--dataset={config.dataset}: {error}") from error
+    uint8_pixels = sends_uint8(config, data_stats)
     common = dict(
         image_size=config.image_size, resize_size=config.resize_size, stats=data_stats,
         data_dir=config.data_dir, manual_dir=config.manual_dir, strict=config.strict_data,
@@ -80,7 +83,7 @@ def make_datasets(
                 config.dataset, info.train_split, training=True, input_context=context,
                 batch_size=context.get_per_replica_batch_size(config.batch_size),
                 seed=data_seed, start=step * per_pipeline, augment=config.augment,
-                lighting_std=config.lighting_std, **common,
+                lighting_std=config.lighting_std, uint8_pixels=uint8_pixels, **common,
             )  # fmt: skip
 
         if strategy.num_replicas_in_sync > 1 or config.distribution == "multi_worker":
@@ -101,7 +104,36 @@ def make_datasets(
         steps_per_epoch=config.steps_per_epoch
         or math.ceil(info.num_train_examples / config.batch_size),
         eval_split=info.eval_split,
+        uint8_pixels=uint8_pixels,
     )
+
+
+def sends_uint8(config: TrainConfig, data_stats: stats.DatasetStats) -> bool:
+    """--input_dtype: whether training crops go to the device as uint8 (with their RGB shifts).
+
+    auto: on GPUs, where the host-to-device copy of a float32 batch (79 MB at 128 x 227 px) is
+    4x the uint8 one; on a CPU the device is the host and the cast and add only move from the
+    input threads into the step (measured in BUILD_NOTES). A mean image needs float32.
+    """
+    if config.input_dtype == "uint8" and data_stats.mean_image is not None:
+        raise ValueError(
+            "--input_dtype=uint8 is invalid with a mean image in --stats_file (a per-pixel "
+            "shift, applied on the host): expected float32 or auto."
+        )
+    if config.input_dtype == "auto":
+        return bool(tf.config.list_physical_devices("GPU")) and data_stats.mean_image is None
+    return config.input_dtype == "uint8"
+
+
+def finish_pixels_on_device(train_step: Callable[[object], dict]) -> Callable:
+    """The train step of a uint8 stream: ((crops, shifts), labels) -> (float32 images, labels),
+    the cast and add running in the step, on the replica's device."""
+
+    def on_pixels(data: tuple) -> dict:
+        (crops, shifts), labels = data
+        return train_step((pixels.shift_batch(crops, shifts), labels))
+
+    return on_pixels
 
 
 def compile_alexnet(
@@ -131,8 +163,11 @@ def compile_alexnet(
         steps_per_execution=config.steps_per_execution,
     )
     optimizer.build(model.trainable_variables)
-    # Create the metrics' variables now (Keras does at the first step), so checkpoints hold them.
-    model.compute_metrics(None, tf.zeros([1], tf.int32), tf.zeros([1, num_classes]), None)
+    # Build the metrics (their variables, which checkpoints hold) and the loss now. Keras would
+    # at the first fit by running the model on a stream's batch, which a uint8 stream's is not.
+    labels, logits = tf.zeros([1], tf.int32), tf.zeros([1, num_classes])
+    model.compute_metrics(None, labels, logits, None)
+    model.compute_loss(y=labels, y_pred=logits)
     model.reset_metrics()
     return model
 
@@ -224,7 +259,10 @@ def _run(
             "--model_dir must be one directory that every worker reads (a shared filesystem)."
         )
     metric_values = [v.numpy() for v in state.metric_variables]
-    model.train_step = _counting_steps(model.train_step, state)
+    train_step = model.train_step
+    if datasets.uint8_pixels:
+        train_step = finish_pixels_on_device(train_step)
+    model.train_step = _counting_steps(train_step, state)
     steps_per_epoch = datasets.steps_per_epoch
     epoch, step_in_epoch = divmod(start, steps_per_epoch)
     if chief:
