@@ -73,7 +73,7 @@ class TrainConfig:
     fine_tune_lr_factor: float = 0.1  # Loaded layers learn at this x learning_rate.
     checkpoint_every_steps: int = 1000
     steps_per_execution: int = 1  # Steps per host round trip: >1 keeps a fast GPU fed.
-    input_dtype: str = "auto"  # uint8 crops finished on the device (GPUs), or float32 ones.
+    input_dtype: str = "auto"  # uint8 crops finished on the device (not with a mean image).
     final_checkpoint: str = "best"
 
     def __post_init__(self) -> None:
@@ -172,6 +172,7 @@ class TrainConfig:
         for name in ("lr_boundaries", "devices", "freeze"):
             if name in values:
                 values[name] = tuple(values[name])
+        values.setdefault("input_dtype", "float32")  # Runs from before the flag sent float32.
         return cls(**values)
 
 

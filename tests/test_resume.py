@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 from train_helpers import REPO, run_env, tiny_config, tiny_datasets, write_tiny_fashion_mnist
 
+from alexnet_keras.config import TrainConfig
 from alexnet_keras.training import resume
 from alexnet_keras.training.trainer import run
 
@@ -132,6 +133,16 @@ def test_changed_settings_are_refused_and_named(tmp_path):
         recorded = json.load(f)
     assert recorded["epochs"] == 2 and recorded["checkpoint_every_steps"] == 1
     assert tf.train.latest_checkpoint(tmp_path / "checkpoints").endswith("ckpt-4")
+
+
+def test_a_run_from_before_input_dtype_resumes_on_float32_crops(tmp_path):
+    """config.json files written before --input_dtype existed trained on float32 crops; their
+    resume must not switch to the rounded uint8 stream unasked."""
+    values = json.loads(tiny_config(tmp_path).to_json())
+    del values["input_dtype"]
+    old = TrainConfig.from_json(json.dumps(values))
+    assert old.input_dtype == "float32" and tiny_config(tmp_path).input_dtype == "auto"
+    assert "input_dtype" in resume.ALLOWED_CHANGES
 
 
 def test_unknown_allowed_change_and_foreign_directory_are_refused(tmp_path):

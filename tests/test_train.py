@@ -81,9 +81,10 @@ def test_uint8_stream_trains_exactly_as_its_float32_images(tmp_path, distributio
         np.testing.assert_array_equal(ours, reference)
 
 
-def test_input_dtype_auto_is_float32_on_a_cpu_and_uint8_refuses_a_mean_image(tmp_path):
+def test_input_dtype_auto_is_uint8_unless_a_mean_image_needs_float32(tmp_path):
     with_mean_image = dataclasses.replace(stats.IMAGENET, mean_image=((stats.IMAGENET.mean_rgb,),))
-    assert not sends_uint8(tiny_config(tmp_path, input_dtype="auto"), stats.IMAGENET)
+    assert sends_uint8(tiny_config(tmp_path, input_dtype="auto"), stats.IMAGENET)
+    assert not sends_uint8(tiny_config(tmp_path, input_dtype="auto"), with_mean_image)
     assert sends_uint8(tiny_config(tmp_path, input_dtype="uint8"), stats.IMAGENET)
     assert not sends_uint8(tiny_config(tmp_path, input_dtype="float32"), stats.IMAGENET)
     with pytest.raises(ValueError, match="--input_dtype=uint8 is invalid with a mean image"):

@@ -221,8 +221,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         config_lib.INPUT_DTYPES,
         "What the training input sends to the device: uint8 crops and a per-image RGB shift "
         "(mean and lighting), cast and added in the step (4x fewer bytes), or float32 crops "
-        "finished on the host. auto: uint8 on GPUs, float32 on CPUs. uint8 rounds the resized "
-        "crops to whole levels and needs a per-channel mean (not a mean image).",
+        "finished on the host. auto: uint8, float32 with a mean image (--stats_file). uint8 rounds "
+        "the resized crops to whole levels, as the paper's stored 256x256 images were.",
         **fv,
     )
     flags.DEFINE_enum(
