@@ -24,7 +24,8 @@ from alexnet_keras.data import stats
 from alexnet_keras.run_dir import load_run
 from alexnet_keras.training import callbacks as cb
 from alexnet_keras.training import evaluation
-from alexnet_keras.training.trainer import Datasets, run, sends_uint8
+from alexnet_keras.training.device_input import sends_uint8
+from alexnet_keras.training.trainer import Datasets, run
 
 METRIC_KEYS = {"top1_error", "top5_error", "top1_accuracy", "top5_accuracy", "examples", "crops"}
 

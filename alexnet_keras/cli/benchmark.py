@@ -31,7 +31,7 @@ from alexnet_keras import flops, run_dir  # noqa: E402
 from alexnet_keras.config import TrainConfig  # noqa: E402
 from alexnet_keras.data import pipeline, stats  # noqa: E402
 from alexnet_keras.serving import signatures  # noqa: E402
-from alexnet_keras.training import precision, strategies, trainer  # noqa: E402
+from alexnet_keras.training import device_input, precision, strategies, trainer  # noqa: E402
 
 _WHAT = flags.DEFINE_list("what", ["train", "infer", "serve", "input"], "What to measure.")
 _BATCH = flags.DEFINE_integer(
@@ -226,7 +226,7 @@ def _main(argv: list[str]) -> None:
                     figures[f"input{suffix}_images_per_sec"] = _input_rate(jpeg_input, batch)
                 if "train" in what:
                     if uint8_pixels:  # --input_dtype=uint8: the step finishes the pixels.
-                        model.train_step = trainer.finish_pixels_on_device(model.train_step)
+                        model.train_step = device_input.finish_pixels_on_device(model.train_step)
                         model.train_function = None  # Traced again with it.
                     rate = _fit_rate(model, jpeg_input, batch)
                     figures[f"train_e2e{suffix}_images_per_sec"] = rate

@@ -25,10 +25,17 @@ from absl import logging
 
 from alexnet_keras import run_dir
 from alexnet_keras.config import TrainConfig
-from alexnet_keras.data import pipeline, pixels, sources, stats
+from alexnet_keras.data import pipeline, sources, stats
 from alexnet_keras.model import build_alexnet
 from alexnet_keras.training import callbacks as cb
-from alexnet_keras.training import evaluation, fine_tune, precision, resume, strategies
+from alexnet_keras.training import (
+    device_input,
+    evaluation,
+    fine_tune,
+    precision,
+    resume,
+    strategies,
+)
 from alexnet_keras.training.checkpoints import RunState
 from alexnet_keras.training.optimizer import PaperSGD
 
@@ -70,7 +77,7 @@ def make_datasets(
         info = sources.dataset_info(config.dataset, config.data_dir, config.manual_dir)
     except (ValueError, FileNotFoundError) as error:
         raise type(error)(f"--dataset={config.dataset}: {error}") from error
-    uint8_pixels = sends_uint8(config, data_stats)
+    uint8_pixels = device_input.sends_uint8(config, data_stats)
     common = dict(
         image_size=config.image_size, resize_size=config.resize_size, stats=data_stats,
         data_dir=config.data_dir, manual_dir=config.manual_dir, strict=config.strict_data,
@@ -106,35 +113,6 @@ def make_datasets(
         eval_split=info.eval_split,
         uint8_pixels=uint8_pixels,
     )
-
-
-def sends_uint8(config: TrainConfig, data_stats: stats.DatasetStats) -> bool:
-    """--input_dtype: whether training crops go to the device as uint8 (with their RGB shifts).
-
-    auto: uint8 unless the statistics have a mean image (a per-pixel shift, host only). On a GPU
-    the float32 batch's host-to-device copy (79 MB at 128 x 227 px) is 4x the uint8 one; on a CPU
-    the batches the input threads write are 4x smaller too, and training from JPEGs measured as
-    fast or faster (float32 +7%, bfloat16 +0-4%, AMX Xeon, BUILD_NOTES).
-    """
-    if config.input_dtype == "uint8" and data_stats.mean_image is not None:
-        raise ValueError(
-            "--input_dtype=uint8 is invalid with a mean image in --stats_file (a per-pixel "
-            "shift, applied on the host): expected float32 or auto."
-        )
-    if config.input_dtype == "auto":
-        return data_stats.mean_image is None
-    return config.input_dtype == "uint8"
-
-
-def finish_pixels_on_device(train_step: Callable[[object], dict]) -> Callable:
-    """The train step of a uint8 stream: ((crops, shifts), labels) -> (float32 images, labels),
-    the cast and add running in the step, on the replica's device."""
-
-    def on_pixels(data: tuple) -> dict:
-        (crops, shifts), labels = data
-        return train_step((pixels.shift_batch(crops, shifts), labels))
-
-    return on_pixels
 
 
 def compile_alexnet(
@@ -262,7 +240,7 @@ def _run(
     metric_values = [v.numpy() for v in state.metric_variables]
     train_step = model.train_step
     if datasets.uint8_pixels:
-        train_step = finish_pixels_on_device(train_step)
+        train_step = device_input.finish_pixels_on_device(train_step)
     model.train_step = _counting_steps(train_step, state)
     steps_per_epoch = datasets.steps_per_epoch
     epoch, step_in_epoch = divmod(start, steps_per_epoch)
