@@ -16,7 +16,7 @@ from executed_placement import trace
 
 from alexnet_keras.config import TrainConfig
 from alexnet_keras.model import build_alexnet
-from alexnet_keras.training import strategies, trainer
+from alexnet_keras.training import device_input, strategies, trainer
 
 TOWERS = ("/cpu:0", "/cpu:1")
 SIZE, BATCH, CLASSES = 67, 4, 10
@@ -187,3 +187,42 @@ def test_towers_needs_two_existing_devices(distribution, devices, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(distribution=distribution, devices=devices)
         strategies.make_strategy(distribution, devices)
+
+
+def test_mirrored_uint8_batches_are_finished_on_each_replicas_device(tmp_path):
+    """--input_dtype=uint8: each replica's crops are cast and shifted on its own device (the
+    executed graph says so), and no image crosses between the devices."""
+    images, labels = _batch(8, seed=2)
+    crops = np.clip(images + 128, 0, 255).astype(np.uint8)
+    shifts = np.full((8, 3), -128, np.float32)
+    strategy = tf.distribute.MirroredStrategy(TOWERS, tf.distribute.ReductionToOneDevice())
+    config = _config(distribution="mirrored", batch_size=8)
+    with strategy.scope():
+        model = trainer.compile_alexnet(config, CLASSES, None, strategy.num_replicas_in_sync)
+    model.train_step = device_input.finish_pixels_on_device(model.train_step)
+    data = tf.data.Dataset.from_tensors(((crops, shifts), labels)).repeat()
+    placement = trace(
+        lambda: model.fit(data, steps_per_epoch=1, verbose=0), dump_root=str(tmp_path)
+    )
+    producers = collections.defaultdict(list)
+    for p, slot, c in placement.edges:
+        producers[c].append(placement.ops[p].outputs.get(slot))
+    casts = [
+        op.device
+        for i, op in enumerate(placement.ops)
+        if op.type == "Cast" and any(o and o.dtype == "uint8" for o in producers[i])
+    ]
+    assert collections.Counter(casts) == {"CPU:0": 1, "CPU:1": 1}
+    finished = {  # The float32 images each replica computed from its crops.
+        op.device
+        for op in placement.ops
+        for o in op.outputs.values()
+        if o.dtype == "float32" and o.shape == (4, SIZE, SIZE, 3)
+    }
+    assert finished == {"CPU:0", "CPU:1"}
+    moved = [  # Image-shaped tensors that crossed (the gradients' reduction crosses too).
+        (c.producer.name, c.consumer.device)
+        for c in placement.crossings()
+        if c.slot in c.producer.outputs and c.producer.outputs[c.slot].shape[1:] == (SIZE, SIZE, 3)
+    ]
+    assert moved == []  # Each replica's uint8 batch arrives on its device and is finished there.
