@@ -280,8 +280,8 @@ def test_space_to_depth_conv_equals_strided_conv(height, width, kernel, stride):
 
 @pytest.mark.parametrize("padding", ["valid", 2])
 def test_bfloat16_conv1_runs_folded_and_matches_float32(padding):
-    """Under bfloat16 the paper's conv1 runs as space_to_depth + a 3x3 convolution (the graph
-    says so), and agrees with the float32 layer to bfloat16's rounding."""
+    """Under bfloat16 the paper's conv1 runs as space_to_depth + a 3x3 convolution on 48
+    channels (the graph says so), and agrees with the float32 layer to bfloat16's rounding."""
     rng = np.random.default_rng(1)
     x = rng.uniform(-1, 1, (2, 227, 227, 3)).astype(np.float32)
     layers = [
@@ -293,7 +293,10 @@ def test_bfloat16_conv1_runs_folded_and_matches_float32(padding):
     for v, w in zip(*(layer.weights for layer in layers)):
         w.assign(v.assign(rng.normal(0, 0.05, v.shape).astype(np.float32)))
     graph = tf.function(layers[0]).get_concrete_function(tf.TensorSpec(x.shape)).graph
-    assert "SpaceToDepth" in {op.type for op in graph.get_operations()}
+    convs = [op for op in graph.get_operations() if op.type == "Conv2D"]
+    assert [(op.inputs[0].shape[-1], op.get_attr("strides")) for op in convs] == [
+        (48, [1, 1, 1, 1])  # 4x4 blocks of 3 channels, stride 1: the folded convolution.
+    ]
     ours = tf.cast(layers[0](x), tf.float32).numpy()
     ref = layers[1](tf.cast(tf.cast(x, tf.bfloat16), tf.float32)).numpy()  # The same inputs.
     side = 55 if padding == "valid" else 56

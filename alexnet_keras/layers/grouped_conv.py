@@ -263,7 +263,15 @@ def space_to_depth_conv(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tens
     # Rows the folded convolution reads, rounded up to whole blocks (zeros beyond the input).
     need_h, need_w = (out_h - 1 + taps_h) * stride, (out_w - 1 + taps_w) * stride
     x = tf.pad(x, [[0, 0], [0, max(need_h - height, 0)], [0, max(need_w - width, 0)], [0, 0]])
-    x = tf.nn.space_to_depth(x[:, :need_h, :need_w], stride)  # Depth order (dy, dx, c).
+    # space_to_depth(x, stride) (depth order dy, dx, c) as reshape + transpose: TF's SpaceToDepth
+    # takes 35 ms for conv1's bfloat16 input at batch 128, the transpose 16 ms (AMX Xeon).
+    x = tf.reshape(
+        x[:, :need_h, :need_w], (-1, need_h // stride, stride, need_w // stride, stride, channels)
+    )
+    x = tf.reshape(
+        tf.transpose(x, (0, 1, 3, 2, 4, 5)),
+        (-1, need_h // stride, need_w // stride, stride * stride * channels),
+    )
     kernel = tf.pad(kernel, [[0, taps_h * stride - kh], [0, taps_w * stride - kw], [0, 0], [0, 0]])
     kernel = tf.reshape(kernel, (taps_h, stride, taps_w, stride, channels, filters))
     kernel = tf.transpose(kernel, (0, 2, 1, 3, 4, 5))  # (ky, kx, dy, dx, c, filters)
