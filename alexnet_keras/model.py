@@ -186,10 +186,11 @@ def build_alexnet(
         strides: int = 1,
         padding: str | int = "same",
         split_input: bool = True,
+        activation: str | None = "relu",
     ) -> GroupedConv2D:
         return GroupedConv2D(
             filters, size, strides=strides, padding=padding, groups=groups, split_input=split_input,
-            activation="relu", devices=devices, name=layer_name, **init(layer_name),
+            activation=activation, devices=devices, name=layer_name, **init(layer_name),
         )  # fmt: skip
 
     def dense(layer_name: str, units: int, **kwargs) -> GroupedDense:
@@ -204,9 +205,11 @@ def build_alexnet(
             return LocalResponseNormalization(
                 constants.CAFFE_LRN_DEPTH_RADIUS, constants.CAFFE_LRN_K,
                 constants.CAFFE_LRN_ALPHA / constants.CAFFE_LRN_LOCAL_SIZE,
-                constants.CAFFE_LRN_BETA, groups=1, devices=devices, name=layer_name,
+                constants.CAFFE_LRN_BETA, groups=1, relu=True, devices=devices, name=layer_name,
             )  # fmt: skip
-        return LocalResponseNormalization(groups=groups, devices=devices, name=layer_name)
+        return LocalResponseNormalization(
+            groups=groups, relu=True, devices=devices, name=layer_name
+        )
 
     def pool(layer_name: str) -> GroupedMaxPool2D:
         return GroupedMaxPool2D(3, 2, groups=groups, devices=devices, name=layer_name)
@@ -232,9 +235,13 @@ def build_alexnet(
         logits = dense("fc8", num_classes, dtype="float32")(x)
         return keras.Model(images, logits, name=name)
     # conv1 and conv3 read their whole input in both columns, so they are not grouped (Fig. 2).
-    x = conv("conv1", 96, 11, strides=4, padding="valid", split_input=False)(x)
-    x = pool("pool1")(lrn("lrn1")(x))
-    x = conv("conv2", 256, 5)(x)
+    # With LRN, conv1's and conv2's ReLU runs inside lrn1/lrn2 (its gradient folded into theirs).
+    activation = None if use_lrn else "relu"
+    conv1 = conv(
+        "conv1", 96, 11, strides=4, padding="valid", split_input=False, activation=activation
+    )
+    x = pool("pool1")(lrn("lrn1")(conv1(x)))
+    x = conv("conv2", 256, 5, activation=activation)(x)
     x = pool("pool2")(lrn("lrn2")(x))
     x = conv("conv3", 384, 3, split_input=False)(x)
     x = conv("conv4", 384, 3)(x)

@@ -189,3 +189,35 @@ def test_device_pinned_columns_equal_one_op_columns():
     pinned = LocalResponseNormalization(groups=2, devices=["/cpu:0", "/cpu:1"])(a)
     pinned = tf.concat(pinned, axis=-1).numpy()  # Towers: one tensor per column.
     np.testing.assert_allclose(pinned, LocalResponseNormalization(groups=2)(a).numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_relu_inside_equals_relu_before(dtype, groups):
+    """relu=True (the model's lrn1/lrn2, ReLU's gradient folded into LRN's) computes the same
+    values and input gradients as a ReLU op followed by the plain layer, zeros included."""
+    rng = np.random.default_rng(8)
+    z = rng.uniform(-300, 300, (2, 5, 5, 16)).astype(np.float32)
+    z[0, 0, 0, :4] = 0.0  # ReLU's gradient at exactly 0 is 0, as TF's ReluGrad.
+    z = tf.cast(z, dtype)
+    upstream = tf.cast(rng.normal(size=z.shape), dtype)
+    fused = LocalResponseNormalization(groups=groups, relu=True, dtype=dtype.name)
+    plain = LocalResponseNormalization(groups=groups, dtype=dtype.name)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(z)
+        ours, ref = fused(z), plain(tf.nn.relu(z))
+        loss_ours, loss_ref = (
+            tf.reduce_sum(tf.cast(v * upstream, tf.float32)) for v in (ours, ref)
+        )
+    assert ours.dtype == ref.dtype == dtype
+    np.testing.assert_array_equal(tf.cast(ours, tf.float32), tf.cast(ref, tf.float32))
+    grad_ours, grad_ref = tape.gradient(loss_ours, z), tape.gradient(loss_ref, z)
+    np.testing.assert_array_equal(tf.cast(grad_ours, tf.float32), tf.cast(grad_ref, tf.float32))
+    assert np.count_nonzero(tf.cast(grad_ours, tf.float32)) > grad_ours.shape.num_elements() // 3
+    assert not np.any(tf.cast(grad_ours, tf.float32).numpy()[tf.cast(z, tf.float32).numpy() <= 0])
+
+
+def test_relu_is_in_the_config():
+    layer = LocalResponseNormalization(relu=True)
+    assert LocalResponseNormalization.from_config(layer.get_config()).relu is True
+    assert LocalResponseNormalization().relu is False

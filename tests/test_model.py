@@ -157,3 +157,23 @@ def test_keras_file_round_trip(tmp_path):
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_alexnet(**kwargs)
+
+
+@pytest.mark.parametrize("lrn_form", ["paper", "caffe"])
+def test_relu_inside_lrn_is_the_papers_relu_then_lrn(lrn_form):
+    """conv1 and conv2 have no activation and lrn1/lrn2 apply their ReLU (its gradient folded
+    into LRN's): the same logits as the paper's order, a ReLU after each conv, then LRN."""
+    model = build_alexnet(num_classes=10, input_shape=(67, 67, 3), lrn_form=lrn_form, seed=0)
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["config"]["name"] in ("conv1", "conv2"):
+            assert layer["config"]["activation"] in (None, "linear")
+            layer["config"]["activation"] = "relu"
+        if layer["config"]["name"] in ("lrn1", "lrn2"):
+            assert layer["config"]["relu"] is True
+            layer["config"]["relu"] = False
+    relu_first = keras.Model.from_config(config)
+    relu_first.set_weights(model.get_weights())
+    images = np.random.default_rng(0).normal(0, 50, (2, 67, 67, 3)).astype(np.float32)
+    np.testing.assert_allclose(model(images).numpy(), relu_first(images).numpy(), rtol=1e-6)
+    assert build_alexnet(use_lrn=False).get_layer("conv1").activation is keras.activations.relu

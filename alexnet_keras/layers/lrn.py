@@ -33,12 +33,18 @@ class LocalResponseNormalization(keras.layers.Layer):
     layer takes and returns a list of per-column tensors, each normalized on its own device.
     `groups=1` (the default) normalizes across all channels, as Caffe's bvlc_alexnet does.
 
+    With `relu=True` the layer normalizes relu(input): the model builds conv1 and conv2 without
+    an activation and their LRN with it, so ReLU's gradient is folded into LRN's last backward pass
+    instead of a pass of its own over conv1's and conv2's outputs (ReLU gradients were ~3% of a
+    bfloat16 step on an AMX CPU). Same function, same weights.
+
     Args:
         depth_radius: channels on each side that enter the sum (n = 2 * depth_radius + 1).
         bias: k.
         alpha: scale of the sum of squares (not divided by n).
         beta: exponent.
         groups: number of independently normalized channel columns.
+        relu: whether ReLU is applied to the input first (the previous layer's activation).
         devices: optional device per column, e.g. `("/gpu:0", "/gpu:1")`.
 
     Input shape: `(batch, height, width, channels)`. Output shape: the same, in the input dtype.
@@ -56,6 +62,7 @@ class LocalResponseNormalization(keras.layers.Layer):
         alpha: float = constants.LRN_ALPHA,
         beta: float = constants.LRN_BETA,
         groups: int = 1,
+        relu: bool = False,
         devices: Sequence[str] | None = None,
         **kwargs,
     ):
@@ -78,6 +85,7 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.groups = groups
+        self.relu = bool(relu)
         self.devices = columns.check_devices(devices, groups)
 
     def build(self, input_shape: tuple | list) -> None:
@@ -105,7 +113,7 @@ class LocalResponseNormalization(keras.layers.Layer):
         # float16 squares overflow (and XLA refuses mixed float16/float32): compute in float32.
         native = x if x.dtype in (tf.float32, tf.bfloat16) else tf.cast(x, tf.float32)
         return local_response_normalization(
-            native, self.depth_radius, self.bias, self.alpha, self.beta, groups
+            native, self.depth_radius, self.bias, self.alpha, self.beta, groups, self.relu
         )
 
     def compute_output_shape(self, input_shape: tuple | list) -> tuple | list:
@@ -123,6 +131,7 @@ class LocalResponseNormalization(keras.layers.Layer):
             alpha=self.alpha,
             beta=self.beta,
             groups=self.groups,
+            relu=self.relu,
             devices=list(self.devices) if self.devices else None,
         )
         return config
@@ -154,12 +163,19 @@ def _denominator(window_sum: tf.Tensor, bias: float, alpha: float, beta: float) 
 # another pass (LRN1 at batch 128: 35 ms for y alone, 129 ms for y, d^-beta and d), so the
 # backward recomputes d from the saved window sum instead of reading stored copies.
 @tf.function(jit_compile=True)
+def _relu_square(x: tf.Tensor) -> tf.Tensor:
+    """relu(x)^2 in x's dtype, the window sum's input when the layer applies ReLU."""
+    return tf.square(tf.nn.relu(x))
+
+
+@tf.function(jit_compile=True)
 def _scale_forward(
-    x: tf.Tensor, window_sum: tf.Tensor, bias: float, alpha: float, beta: float
+    x: tf.Tensor, window_sum: tf.Tensor, bias: float, alpha: float, beta: float, relu: bool
 ) -> tf.Tensor:
-    """y = x * d^-beta, computed in float32 and returned in x's dtype."""
+    """y = a * d^-beta for a = x (or relu(x)), computed in float32 and returned in x's dtype."""
     _, scale = _denominator(window_sum, bias, alpha, beta)
-    return tf.cast(tf.cast(x, tf.float32) * scale, x.dtype)
+    a = tf.cast(x, tf.float32)
+    return tf.cast((tf.nn.relu(a) if relu else a) * scale, x.dtype)
 
 
 @tf.function(jit_compile=True)
@@ -181,17 +197,29 @@ def _backward_outer(
     bias: float,
     alpha: float,
     beta: float,
+    relu: bool,
 ) -> tf.Tensor:
-    """g * d^-beta - 2 alpha beta * x * S(g * y / d) (float32 inside)."""
+    """g * d^-beta - 2 alpha beta * a * S(g * y / d) for a = x (float32 inside); with relu,
+    a = relu(x) and the result is ReLU's gradient too: zero where x <= 0, as TF's ReluGrad."""
     _, scale = _denominator(window_sum, bias, alpha, beta)
     g, a, b = (tf.cast(v, tf.float32) for v in (upstream, x, back))
-    return tf.cast(g * scale - 2.0 * alpha * beta * a * b, upstream.dtype)
+    if not relu:
+        return tf.cast(g * scale - 2.0 * alpha * beta * a * b, upstream.dtype)
+    gradient = g * scale - 2.0 * alpha * beta * tf.nn.relu(a) * b
+    return tf.cast(tf.where(a > 0, gradient, 0.0), upstream.dtype)
 
 
 def local_response_normalization(
-    x: tf.Tensor, depth_radius: int, bias: float, alpha: float, beta: float, groups: int = 1
+    x: tf.Tensor,
+    depth_radius: int,
+    bias: float,
+    alpha: float,
+    beta: float,
+    groups: int = 1,
+    relu: bool = False,
 ) -> tf.Tensor:
-    """The paper's LRN on NHWC `x` (float32 or bfloat16), equal to TF's LRN kernel.
+    """The paper's LRN on NHWC `x` (float32 or bfloat16), equal to TF's LRN kernel (of relu(x)
+    with `relu`, ReLU's gradient folded into the last backward pass).
 
     The sum of squares over the channel window is a grouped 1x1 convolution with a 0/1 band in
     x's dtype (bfloat16 has float32's range, so its squares cannot overflow; the convolution
@@ -205,13 +233,14 @@ def local_response_normalization(
 
     @tf.custom_gradient
     def lrn(x: tf.Tensor) -> tuple:
-        window_sum = tf.nn.conv2d(tf.square(x), window, strides=1, padding="VALID")
-        y = _scale_forward(x, window_sum, bias, alpha, beta)
+        squares = _relu_square(x) if relu else tf.square(x)
+        window_sum = tf.nn.conv2d(squares, window, strides=1, padding="VALID")
+        y = _scale_forward(x, window_sum, bias, alpha, beta, relu)
 
         def grad(upstream: tf.Tensor) -> tf.Tensor:
             inner = _backward_inner(upstream, y, window_sum, bias, alpha)
             back = tf.nn.conv2d(inner, window, strides=1, padding="VALID")
-            return _backward_outer(upstream, window_sum, x, back, bias, alpha, beta)
+            return _backward_outer(upstream, window_sum, x, back, bias, alpha, beta, relu)
 
         return y, grad
 
