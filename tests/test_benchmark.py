@@ -32,6 +32,11 @@ def test_benchmark_writes_all_figures(tmp_path):
     assert KEYS <= set(figures)
     assert all(math.isfinite(figures[k]) and figures[k] > 0 for k in KEYS)
     assert "train_fraction_of_ceiling" in result.stdout
+    # Held to the mean of the ceiling of its precision measured before and after training.
+    dtype = "bfloat16" if figures["precision"] == "bfloat16" else "float32"
+    ceiling = (figures[f"gemm_gflops_{dtype}"] + figures[f"gemm_gflops_{dtype}_after"]) / 2
+    fraction = figures["train_images_per_sec"] * figures["train_gflop_per_image"] / ceiling
+    assert figures["train_fraction_of_ceiling"] == pytest.approx(fraction)
     # The profiler summary names the layers and op types the traced steps spent their time in.
     assert "Op time per step by layer" in result.stdout and "conv2 " in result.stdout
     assert "Conv2DBackpropFilter" in result.stdout
