@@ -69,6 +69,9 @@ def build_alexnet(
     has 60,965,224 parameters. Any square input from 67 up works (pool5 shrinks, and fc6's input
     size follows), for small-image datasets.
 
+    With LRN, conv1's and conv2's ReLU runs inside lrn1 and lrn2 (`relu=True`, its gradient
+    folded into LRN's last backward pass), so those two layers' outputs are pre-activation.
+
     `groups=2` is the paper's two-column net: conv2, conv4 and conv5 see only their own column's
     maps, LRN normalizes within a column, and the columns meet at conv3 and the fc layers (Sec.
     3.2); fc6-fc8 are split by output units into the two columns (as fc6 and fc7 were on the
