@@ -105,6 +105,7 @@ def test_caffe_lrn_normalizes_across_both_columns():
     )
     x = np.random.default_rng(2).uniform(-128, 128, (2, 67, 67, 3)).astype(np.float32)
     conv1, lrn1 = (t.numpy() for t in probe(x))
+    conv1 = np.maximum(conv1, 0.0)  # conv1's ReLU runs inside lrn1 (relu=True).
     expected = caffe_lrn(conv1)
     np.testing.assert_allclose(lrn1, expected, rtol=1e-5, atol=1e-6)
     # Channels 46-49 straddle the columns: the paper's per-column LRN differs there.
