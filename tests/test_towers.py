@@ -62,6 +62,8 @@ def test_every_heavy_op_family_runs_half_on_each_device(towers_step):
         assert shares["CPU:0"] == pytest.approx(0.5, abs=0.02), (op_type, shares)
         assert counts[op_type]["CPU:0"] == counts[op_type]["CPU:1"], (op_type, counts[op_type])
     assert counts["Conv2DBackpropFilter"] == {"CPU:0": 5, "CPU:1": 5}
+    # conv3-conv5, fc6 and fc7: conv1's and conv2's ReLU gradients run inside lrn1/lrn2's.
+    assert counts["ReluGrad"] == {"CPU:0": 5, "CPU:1": 5}
     # conv2-conv5 need input gradients. TF's Conv2D gradient also builds conv1's, which feeds
     # nothing and is pruned at run time (only the debugger's instrumentation keeps it alive).
     consumed = {producer for producer, _, _ in placement.edges}

@@ -203,10 +203,10 @@ def _backward_outer(
     a = relu(x) and the result is ReLU's gradient too: zero where x <= 0, as TF's ReluGrad."""
     _, scale = _denominator(window_sum, bias, alpha, beta)
     g, a, b = (tf.cast(v, tf.float32) for v in (upstream, x, back))
-    if not relu:
-        return tf.cast(g * scale - 2.0 * alpha * beta * a * b, upstream.dtype)
-    gradient = g * scale - 2.0 * alpha * beta * tf.nn.relu(a) * b
-    return tf.cast(tf.where(a > 0, gradient, 0.0), upstream.dtype)
+    gradient = g * scale - 2.0 * alpha * beta * a * b  # Where x > 0, a = relu(x) = x.
+    if relu:
+        gradient = tf.where(a > 0, gradient, 0.0)
+    return tf.cast(gradient, upstream.dtype)
 
 
 def local_response_normalization(
