@@ -341,12 +341,14 @@ _FRESH_PROCESS = textwrap.dedent("""
 
 
 def _served_in_fresh_process(export_path, images, tmp_path):
-    """`_FRESH_PROCESS`'s results for `images` (written to files) served from `export_path`."""
+    """`_FRESH_PROCESS`'s results for `images` (written to files) served from `export_path`,
+    with oneDNN off: TF's own CPU kernels, which have no grouped convolution (TF Serving may run
+    on a CPU where oneDNN is off by default, whatever the exporting machine had)."""
     paths = []
     for i, data in enumerate(images):
         paths.append(str(tmp_path / f"{i}.img"))
         open(paths[-1], "wb").write(data)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="", TF_ENABLE_ONEDNN_OPTS="0")
     done = subprocess.run(
         [sys.executable, "-c", _FRESH_PROCESS, export_path, *paths],
         capture_output=True, text=True, timeout=180, env=env, cwd=str(tmp_path),

@@ -1,13 +1,18 @@
 """GroupedConv2D and GroupedMaxPool2D against plain per-group TF ops and Keras's own layers."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from train_helpers import REPO
 
-from alexnet_keras.layers import GroupedConv2D, GroupedMaxPool2D, columns
+from alexnet_keras.layers import GroupedConv2D, GroupedMaxPool2D, columns, grouped_conv
 from alexnet_keras.layers.grouped_conv import space_to_depth_conv
 
 # (kernel, strides, padding) of AlexNet's convolutions.
@@ -302,3 +307,76 @@ def test_bfloat16_conv1_runs_folded_and_matches_float32(padding):
     side = 55 if padding == "valid" else 56
     assert ours.shape == ref.shape == (2, side, side, 96)
     np.testing.assert_allclose(ours, ref, rtol=2e-2, atol=1e-2 * np.abs(ref).max())
+
+
+def _conv2d_channels(layer, shape):
+    """(input channels, kernel input channels) of each Conv2D in the layer's traced graph."""
+    graph = tf.function(layer).get_concrete_function(tf.TensorSpec(shape)).graph
+    ops = [op for op in graph.get_operations() if op.type == "Conv2D"]
+    return [(op.inputs[0].shape[-1], op.inputs[1].shape[2]) for op in ops]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_grouped_kernel_only_where_tf_runs_one_and_never_in_a_saved_model(monkeypatch, native):
+    """conv2 as one grouped Conv2D (96 input channels, kernel reads 48) where oneDNN runs it,
+    else one Conv2D per group; traced for a SavedModel, always one per group."""
+    monkeypatch.setattr(grouped_conv, "native_grouped_kernels", lambda: native)
+    layer = GroupedConv2D(256, 5, padding="same", groups=2)
+    layer.build((1, 27, 27, 96))
+    assert _conv2d_channels(layer, (1, 27, 27, 96)) == ([(96, 48)] if native else [(48, 48)] * 2)
+    with grouped_conv.per_group_ops():
+        assert _conv2d_channels(layer, (1, 27, 27, 96)) == [(48, 48)] * 2
+    conv3 = GroupedConv2D(384, 3, padding="same", groups=2, split_input=False)
+    conv3.build((1, 13, 13, 256))  # Reads all channels: one Conv2D either way.
+    assert _conv2d_channels(conv3, (1, 13, 13, 256)) == [(256, 256)]
+
+
+_TRAIN_STEP = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    from alexnet_keras.layers import GroupedConv2D, grouped_conv
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, 13, 13, 8)), tf.float32)
+    layer = GroupedConv2D(16, 3, padding="same", groups=2, activation="relu")
+    layer.build(x.shape)
+    for v in layer.weights:
+        v.assign(rng.normal(size=v.shape).astype(np.float32))
+
+    @tf.function  # Grappler fuses Conv2D + BiasAdd + Relu here, as in training.
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * y)
+        return y, tape.gradient(loss, [x, *layer.kernels, *layer.biases])
+
+    y, grads = step(x)
+    np.savez(sys.argv[1], native=grouped_conv.native_grouped_kernels(), x=x, y=y,
+             kernels=np.stack(layer.kernels), biases=np.stack(layer.biases),
+             grads=np.array([g.numpy().ravel() for g in grads], dtype=object))
+""")
+
+
+@pytest.mark.parametrize("onednn", ["1", "0"])
+def test_grouped_train_step_runs_with_and_without_onednn(tmp_path, onednn):
+    """A traced grouped step with the bias and ReLU fused in, in a process with oneDNN on and
+    one with it off (TF's own CPU kernels, as on CPUs without AVX512 where that is the default):
+    both run and give the plain per-group convolution's outputs and gradients."""
+    out = tmp_path / "step.npz"
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([sys.executable, "-c", _TRAIN_STEP, str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = np.load(out, allow_pickle=True)
+    assert bool(result["native"]) == (onednn == "1")
+    x = tf.constant(result["x"])
+    kernels = [tf.constant(k) for k in result["kernels"]]
+    biases = [tf.constant(b) for b in result["biases"]]
+    with tf.GradientTape() as tape:
+        tape.watch([x, *kernels, *biases])
+        ref = tf.nn.relu(reference_grouped_conv(x, kernels, biases, 1, "same"))
+        loss = tf.reduce_sum(ref * ref)
+    np.testing.assert_allclose(result["y"], ref.numpy(), rtol=1e-4, atol=1e-4)
+    for ours, theirs in zip(result["grads"], tape.gradient(loss, [x, *kernels, *biases])):
+        np.testing.assert_allclose(ours, theirs.numpy().ravel(), rtol=1e-4, atol=1e-3)

@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Sequence
 
 import keras
 import tensorflow as tf
 
 from alexnet_keras.layers import columns
+
+_per_group_ops = False  # Set by `per_group_ops()` while a SavedModel is traced.
+
+
+@functools.cache
+def native_grouped_kernels() -> bool:
+    """Whether this process runs a grouped kernel (C/groups input channels) as one TF op.
+
+    Only oneDNN's CPU kernels do, forward and backward. TF's own CPU kernels (oneDNN is off by
+    default on CPUs without AVX512-VNNI/BF16 or AMX, e.g. an AVX2 AMD EPYC) have no grouped weight
+    gradient, and none at all once Grappler fuses the bias in ("Fused conv implementation does
+    not support grouped convolutions for now", TF 2.21). GPUs, untested here, go per group too.
+    """
+    from tensorflow.python.util import _pywrap_util_port  # TF's own switch; no public API.
+
+    return _pywrap_util_port.IsMklEnabled() and not tf.config.list_physical_devices("GPU")
+
+
+@contextlib.contextmanager
+def per_group_ops() -> Iterator[None]:
+    """Traces grouped layers as one convolution per group, which every TF runtime runs.
+
+    For SavedModels: TF Serving may run them on a CPU where oneDNN is off.
+    """
+    global _per_group_ops
+    saved, _per_group_ops = _per_group_ops, True
+    try:
+        yield
+    finally:
+        _per_group_ops = saved
 
 
 @keras.saving.register_keras_serializable(package="alexnet_keras")
@@ -175,7 +207,15 @@ class GroupedConv2D(keras.layers.Layer):
     def _one_op(self, inputs: tf.Tensor) -> tf.Tensor:
         """All columns in one convolution: TF's grouped convolution (the kernel reads C/groups
         channels) for split_input, else one convolution with every column's filters. Same result
-        as the per-column ops, without their channel split and concat (~4% of a CPU step)."""
+        as the per-column ops, without their channel split and concat (~4% of a CPU step). Where
+        TF has no grouped kernel (`native_grouped_kernels`), a split_input layer runs per group."""
+        if (
+            self.split_input
+            and self.groups > 1
+            and (_per_group_ops or not native_grouped_kernels())
+        ):
+            parts = columns.split_channels(inputs, self.groups)
+            return tf.concat([self._column_fn(g)(part) for g, part in enumerate(parts)], axis=-1)
         kernel = tf.concat([columns.compute_weight(k, inputs.dtype) for k in self.kernels], -1)
         y = self._conv(inputs, kernel)
         if self.use_bias:

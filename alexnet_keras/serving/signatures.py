@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from alexnet_keras.data import geometry, pixels, preprocessing
 from alexnet_keras.data.stats import DatasetStats
+from alexnet_keras.layers import grouped_conv
 
 SERVING_DEFAULT = "serving_default"
 PREDICT_IMAGES = "predict_images"
@@ -166,7 +167,10 @@ class ServingFunctions:
         def predict_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
             return self.serve_images(images)
 
-        archive.add_endpoint(SERVING_DEFAULT, serving_default, [specs[SERVING_DEFAULT]])
-        archive.add_endpoint(PREDICT_IMAGES, predict_images, [specs[PREDICT_IMAGES]])
-        archive.add_endpoint(PREDICT_IMAGES_UINT8, predict_images, [specs[PREDICT_IMAGES_UINT8]])
+        with grouped_conv.per_group_ops():  # Traced here; served on CPUs with or without oneDNN.
+            archive.add_endpoint(SERVING_DEFAULT, serving_default, [specs[SERVING_DEFAULT]])
+            archive.add_endpoint(PREDICT_IMAGES, predict_images, [specs[PREDICT_IMAGES]])
+            archive.add_endpoint(
+                PREDICT_IMAGES_UINT8, predict_images, [specs[PREDICT_IMAGES_UINT8]]
+            )
         return archive
