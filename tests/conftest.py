@@ -15,6 +15,8 @@ import socket
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ["ALEXNET_NO_DOWNLOADS"] = "1"
+import alexnet_keras  # noqa: E402, F401  Before TensorFlow: the oneDNN default every command has.
+
 _connect = socket.socket.connect
 
 
