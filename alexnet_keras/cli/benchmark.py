@@ -10,7 +10,9 @@ per image are counted from the model (`alexnet_keras.flops`). Prints figures; as
 from __future__ import annotations
 
 import collections
+import functools
 import glob
+import itertools
 import json
 import os
 import re
@@ -67,12 +69,9 @@ def _median_rate(times: list[float], items: int) -> float:
     return items / statistics.median(times)
 
 
-def gemm_gflops(dtype: str = "float32", size: int = 2048, repeats: int = 8) -> float:
-    """The machine's matrix-multiply rate in `dtype`: the ceiling a training rate is held to.
-
-    bfloat16 runs on AMX or AVX512-BF16 units where the CPU has them (oneDNN), often several
-    times the float32 rate; a run in mixed bfloat16 is measured against that ceiling.
-    """
+@functools.cache
+def _gemm_chain(dtype: str, size: int, repeats: int):  # noqa: ANN202
+    """A traced chain of `repeats` size^3 matmuls in `dtype` and its input (traced once)."""
     a = tf.cast(tf.random.normal((size, size)), dtype)
 
     @tf.function
@@ -82,8 +81,18 @@ def gemm_gflops(dtype: str = "float32", size: int = 2048, repeats: int = 8) -> f
         return x
 
     chain(a).numpy()
+    return chain, a
+
+
+def gemm_gflops(dtype: str = "float32", runs: int = 5, size: int = 2048, repeats: int = 8) -> float:
+    """The machine's matrix-multiply rate in `dtype`: the ceiling a training rate is held to.
+
+    bfloat16 runs on AMX or AVX512-BF16 units where the CPU has them (oneDNN), often several
+    times the float32 rate; a run in mixed bfloat16 is measured against that ceiling.
+    """
+    chain, a = _gemm_chain(dtype, size, repeats)
     times = []
-    for _ in range(5):
+    for _ in range(runs):
         start = time.perf_counter()
         chain(a).numpy()
         times.append(time.perf_counter() - start)
@@ -117,6 +126,24 @@ def _fit_rate(model, dataset, batch: int) -> float:  # noqa: ANN001
         if i + _STEPS.value < len(stamps)
     ]
     return _median_rate(windows, batch * _STEPS.value)
+
+
+def _paired_windows(model, dataset, batch: int, dtype: str) -> tuple[list[float], list[float]]:  # noqa: ANN001
+    """Training rates of --windows windows and the `dtype` ceiling around each (GFLOP/s).
+
+    On a shared VM the machine's speed drifts within minutes (the AMX Xeon's bf16 ceiling moved
+    1,487 -> 1,198 GFLOP/s within an hour), so each window of --steps steps is held to the mean
+    of the ceiling measured just before and just after it, not to one measured minutes away.
+    """
+    model.fit(dataset, steps_per_epoch=3, verbose=0)  # Warm-up: tracing, oneDNN primitives.
+    rates, ceilings = [], [gemm_gflops(dtype, runs=3)]
+    for _ in range(_WINDOWS.value):
+        timer = _StepTimer()
+        # One untimed step first: the window starts at its end, after fit's own setup.
+        model.fit(dataset, steps_per_epoch=1 + _STEPS.value, verbose=0, callbacks=[timer])
+        rates.append(batch * _STEPS.value / (timer.stamps[-1] - timer.stamps[0]))
+        ceilings.append(gemm_gflops(dtype, runs=3))
+    return rates, [(before + after) / 2 for before, after in itertools.pairwise(ceilings)]
 
 
 def _profile(model, dataset, logdir: str) -> None:  # noqa: ANN001
@@ -207,16 +234,20 @@ def _main(argv: list[str]) -> None:
     labels = rng.integers(0, 1000, batch).astype(np.int32)
     if "train" in what:
         synthetic = tf.data.Dataset.from_tensors((images, labels)).repeat()
-        rate = _fit_rate(model, synthetic, batch)
-        # Measured again after training: on a shared VM the ceiling drifts (920-1,306 GFLOP/s
-        # within one session, AMX Xeon), so the fraction uses the mean of the two.
-        figures[f"gemm_gflops_{ceiling_dtype}_after"] = gemm_gflops(ceiling_dtype)
-        ceiling = (
-            figures[f"gemm_gflops_{ceiling_dtype}"] + figures[f"gemm_gflops_{ceiling_dtype}_after"]
-        ) / 2
-        figures["train_images_per_sec"] = rate
-        figures["train_gflops"] = rate * train_flops / 1e9
-        figures["train_fraction_of_ceiling"] = rate * train_flops / 1e9 / ceiling
+        rates, ceilings = _paired_windows(model, synthetic, batch, ceiling_dtype)
+        fractions = [r * train_flops / 1e9 / c for r, c in zip(rates, ceilings, strict=True)]
+        figures["train_images_per_sec"] = statistics.median(rates)
+        figures["train_gflops"] = figures["train_images_per_sec"] * train_flops / 1e9
+        figures["train_ceiling_gflops"] = statistics.median(ceilings)
+        # The median of the windows' own fractions: each against the ceiling around it.
+        figures["train_fraction_of_ceiling"] = statistics.median(fractions)
+        figures["train_fraction_min"], figures["train_fraction_max"] = (
+            min(fractions),
+            max(fractions),
+        )
+        figures["train_windows"] = [
+            {"images_per_sec": r, "ceiling_gflops": c} for r, c in zip(rates, ceilings, strict=True)
+        ]
         if _PROFILE_DIR.value:
             _profile(model, synthetic, _PROFILE_DIR.value)
     if "input" in what or "train" in what:
@@ -243,6 +274,10 @@ def _main(argv: list[str]) -> None:
 
     width = max(len(k) for k in figures)
     for key, value in figures.items():
+        if key == "train_windows":
+            value = ", ".join(
+                f"{w['images_per_sec']:.1f} img/s at {w['ceiling_gflops']:.0f}" for w in value
+            )
         print(
             f"{key:<{width}}  {value:.3f}"
             if isinstance(value, float)
