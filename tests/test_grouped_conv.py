@@ -320,7 +320,7 @@ def _conv2d_channels(layer, shape):
 def test_grouped_kernel_only_where_tf_runs_one_and_never_in_a_saved_model(monkeypatch, native):
     """conv2 as one grouped Conv2D (96 input channels, kernel reads 48) where oneDNN runs it,
     else one Conv2D per group; traced for a SavedModel, always one per group."""
-    monkeypatch.setattr(grouped_conv, "native_grouped_kernels", lambda: native)
+    monkeypatch.setattr(grouped_conv, "native_grouped_kernels", lambda dtype: native)
     layer = GroupedConv2D(256, 5, padding="same", groups=2)
     layer.build((1, 27, 27, 96))
     assert _conv2d_channels(layer, (1, 27, 27, 96)) == ([(96, 48)] if native else [(48, 48)] * 2)
@@ -336,40 +336,48 @@ _TRAIN_STEP = textwrap.dedent("""
     import numpy as np
     import tensorflow as tf
     from alexnet_keras.layers import GroupedConv2D, grouped_conv
+    dtype = sys.argv[2]
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(2, 13, 13, 8)), tf.float32)
-    layer = GroupedConv2D(16, 3, padding="same", groups=2, activation="relu")
+    policy = "mixed_bfloat16" if dtype == "bfloat16" else "float32"
+    layer = GroupedConv2D(16, 3, padding="same", groups=2, activation="relu", dtype=policy)
     layer.build(x.shape)
-    for v in layer.weights:
-        v.assign(rng.normal(size=v.shape).astype(np.float32))
+    for v in layer.weights:  # Values bfloat16 holds exactly, so the reference sees the same.
+        v.assign(tf.cast(tf.cast(rng.normal(size=v.shape), tf.bfloat16), tf.float32))
 
     @tf.function  # Grappler fuses Conv2D + BiasAdd + Relu here, as in training.
     def step(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y = layer(x)
+            y = tf.cast(layer(x), tf.float32)
             loss = tf.reduce_sum(y * y)
-        return y, tape.gradient(loss, [x, *layer.kernels, *layer.biases])
+        grads = tape.gradient(loss, [x, *layer.kernels, *layer.biases])
+        return y, [tf.cast(g, tf.float32) for g in grads]
 
+    x = tf.cast(tf.cast(x, tf.bfloat16), tf.float32)
     y, grads = step(x)
-    np.savez(sys.argv[1], native=grouped_conv.native_grouped_kernels(), x=x, y=y,
+    np.savez(sys.argv[1], native=grouped_conv.native_grouped_kernels(dtype), x=x, y=y,
              kernels=np.stack(layer.kernels), biases=np.stack(layer.biases),
              grads=np.array([g.numpy().ravel() for g in grads], dtype=object))
 """)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("onednn", ["1", "0"])
-def test_grouped_train_step_runs_with_and_without_onednn(tmp_path, onednn):
+def test_grouped_train_step_runs_with_and_without_onednn(tmp_path, onednn, dtype):
     """A traced grouped step with the bias and ReLU fused in, in a process with oneDNN on and
-    one with it off (TF's own CPU kernels, as on CPUs without AVX512 where that is the default):
-    both run and give the plain per-group convolution's outputs and gradients."""
+    one with it off (TF's own CPU kernels, the default on CPUs without AVX512): it runs and gives
+    the plain per-group convolution's outputs and gradients (bfloat16: to its rounding)."""
     out = tmp_path / "step.npz"
     env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-c", _TRAIN_STEP, str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", _TRAIN_STEP, str(out), dtype], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     result = np.load(out, allow_pickle=True)
-    assert bool(result["native"]) == (onednn == "1")
+    if dtype == "float32":  # oneDNN takes float32 on every x86 CPU; bfloat16 only on some.
+        assert bool(result["native"]) == (onednn == "1")
+    elif onednn == "0":
+        assert not result["native"]
     x = tf.constant(result["x"])
     kernels = [tf.constant(k) for k in result["kernels"]]
     biases = [tf.constant(b) for b in result["biases"]]
@@ -377,6 +385,11 @@ def test_grouped_train_step_runs_with_and_without_onednn(tmp_path, onednn):
         tape.watch([x, *kernels, *biases])
         ref = tf.nn.relu(reference_grouped_conv(x, kernels, biases, 1, "same"))
         loss = tf.reduce_sum(ref * ref)
-    np.testing.assert_allclose(result["y"], ref.numpy(), rtol=1e-4, atol=1e-4)
-    for ours, theirs in zip(result["grads"], tape.gradient(loss, [x, *kernels, *biases])):
-        np.testing.assert_allclose(ours, theirs.numpy().ravel(), rtol=1e-4, atol=1e-3)
+    tolerance = 1e-4 if dtype == "float32" else 3e-2
+    ours_and_refs = [(result["y"], ref.numpy())] + [
+        (ours, theirs.numpy().ravel())
+        for ours, theirs in zip(result["grads"], tape.gradient(loss, [x, *kernels, *biases]))
+    ]
+    for ours, theirs in ours_and_refs:
+        atol = tolerance * max(1.0, np.abs(theirs).max())
+        np.testing.assert_allclose(ours, theirs, rtol=tolerance, atol=atol)

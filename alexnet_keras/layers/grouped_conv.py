@@ -15,17 +15,37 @@ _per_group_ops = False  # Set by `per_group_ops()` while a SavedModel is traced.
 
 
 @functools.cache
-def native_grouped_kernels() -> bool:
-    """Whether this process runs a grouped kernel (C/groups input channels) as one TF op.
+def native_grouped_kernels(dtype: str = "float32") -> bool:
+    """Whether this process runs a grouped convolution (C/groups kernel channels) in `dtype` as
+    one op, forward and backward, with its bias and ReLU fused in as Grappler fuses them.
 
-    Only oneDNN's CPU kernels do, forward and backward. TF's own CPU kernels (oneDNN is off by
-    default on CPUs without AVX512-VNNI/BF16 or AMX, e.g. an AVX2 AMD EPYC) have no grouped weight
-    gradient, and none at all once Grappler fuses the bias in ("Fused conv implementation does
-    not support grouped convolutions for now", TF 2.21). GPUs, untested here, go per group too.
+    oneDNN's CPU kernels do, in the dtypes oneDNN takes on this CPU (bfloat16 needs AVX512 or
+    AMX); TF's own CPU kernels have no grouped weight gradient, and none at all once the bias is
+    fused in ("Fused conv implementation does not support grouped convolutions for now", TF
+    2.21, an AVX2 AMD EPYC). So one tiny step finds out; GPUs, untested here, go per group.
     """
-    from tensorflow.python.util import _pywrap_util_port  # TF's own switch; no public API.
+    if tf.config.list_physical_devices("GPU"):
+        return False
 
-    return _pywrap_util_port.IsMklEnabled() and not tf.config.list_physical_devices("GPU")
+    @tf.function
+    def step(x: tf.Tensor, kernel: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        y = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "SAME"), tf.zeros(2, dtype)))
+        strides = [1, 1, 1, 1]
+        return (
+            y,
+            tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel,
+                                           out_backprop=y, strides=strides, padding="SAME"),
+            tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel),
+                                            out_backprop=y, strides=strides, padding="SAME"),
+        )  # fmt: skip
+
+    with tf.init_scope(), tf.device("/cpu:0"):  # Runs eagerly, also when called while tracing.
+        try:
+            # Batch 2 and 2 channels a group: TF's own kernels run batch 1 and depthwise cases.
+            step(tf.ones((2, 4, 4, 4), dtype), tf.ones((3, 3, 2, 2), dtype))
+        except tf.errors.OpError:
+            return False
+    return True
 
 
 @contextlib.contextmanager
@@ -212,7 +232,7 @@ class GroupedConv2D(keras.layers.Layer):
         if (
             self.split_input
             and self.groups > 1
-            and (_per_group_ops or not native_grouped_kernels())
+            and (_per_group_ops or not native_grouped_kernels(inputs.dtype.name))
         ):
             parts = columns.split_channels(inputs, self.groups)
             return tf.concat([self._column_fn(g)(part) for g, part in enumerate(parts)], axis=-1)
