@@ -32,7 +32,6 @@ from absl import app, flags  # noqa: E402
 from alexnet_keras import flops, run_dir  # noqa: E402
 from alexnet_keras.config import TrainConfig  # noqa: E402
 from alexnet_keras.data import pipeline, stats  # noqa: E402
-from alexnet_keras.layers import grouped_conv  # noqa: E402
 from alexnet_keras.serving import signatures  # noqa: E402
 from alexnet_keras.training import device_input, precision, strategies, trainer  # noqa: E402
 
@@ -339,8 +338,7 @@ def _serve(model, config: TrainConfig, images: np.ndarray, figures: dict) -> Non
             served = run_dir.load_inference_model(weights, config, len(labels), precision_name)
             functions = signatures.ServingFunctions(served, labels, stats.IMAGENET, images.shape[1])
             path = os.path.join(directory, precision_name)
-            with grouped_conv.per_group_ops():  # As the export tool writes it.
-                functions.export_archive().write_out(path, verbose=False)
+            signatures.write_saved_model(functions.export_archive(), path)
             signature = tf.saved_model.load(path).signatures[signatures.PREDICT_IMAGES]
             call = lambda x, signature=signature: signature(images=x)["probabilities"]  # noqa: E731
             batch = 1 / _time_calls(call, pixels, _STEPS.value)

@@ -34,7 +34,6 @@ from tensorflow_serving.config import model_server_config_pb2
 from alexnet_keras import run_dir
 from alexnet_keras.config import TrainConfig
 from alexnet_keras.data import labels, stats
-from alexnet_keras.layers import grouped_conv
 from alexnet_keras.serving import signatures, warmup
 
 DEFAULT_EXPORT_BASE = "exports"
@@ -319,8 +318,7 @@ def export_saved_model(
     created = _make_dirs(model_base)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_base)  # Not numeric: ignored.
     try:
-        with grouped_conv.per_group_ops():  # write_out traces the endpoints again.
-            archive.write_out(tmp, verbose=False)
+        signatures.write_saved_model(archive, tmp)
         info = {
             "checkpoint": os.path.abspath(source.checkpoint),
             "signatures": list(signatures.SIGNATURES),

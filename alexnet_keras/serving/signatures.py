@@ -156,7 +156,7 @@ class ServingFunctions:
         }
 
     def export_archive(self) -> keras.export.ExportArchive:
-        """A Keras ExportArchive with the three signatures (written with `write_out(path)`)."""
+        """A Keras ExportArchive with the three signatures (written by `write_saved_model`)."""
         archive = keras.export.ExportArchive()
         archive.track(self.model)
         specs = self.input_signatures()
@@ -174,3 +174,10 @@ class ServingFunctions:
                 PREDICT_IMAGES_UINT8, predict_images, [specs[PREDICT_IMAGES_UINT8]]
             )
         return archive
+
+
+def write_saved_model(archive: keras.export.ExportArchive, path: str) -> None:
+    """Writes `archive` to `path`. `write_out` traces the endpoints again, so it too runs
+    grouped layers per group: the SavedModel then serves with or without oneDNN."""
+    with grouped_conv.per_group_ops():
+        archive.write_out(path, verbose=False)
