@@ -408,6 +408,8 @@ def test_bad_inputs_name_the_input(loaded):
         images(images=tf.zeros([SIZE, SIZE, 3]))  # Rank 3: one image without its batch axis.
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"images: expected shape"):
         images(images=tf.zeros([1, 32, 32, 3]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"received\] \[2 67 67 1\]"):
+        images(images=tf.zeros([2, SIZE, SIZE, 1]))  # The whole shape, channels included.
     with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a float tensor"):
         images(images=tf.zeros([1, SIZE, SIZE, 3], tf.uint8))  # predict_images_uint8 takes these.
 

@@ -130,7 +130,9 @@ class ServingFunctions:
             tf.equal(tf.size(shape), 4), tf.reduce_all(tf.equal(padded[1:4], [size, size, 3]))
         )
         return tf.debugging.Assert(
-            ok, [f"{IMAGES_INPUT}: expected shape [batch, {size}, {size}, 3]; received", shape]
+            ok,
+            [f"{IMAGES_INPUT}: expected shape [batch, {size}, {size}, 3]; received", shape],
+            summarize=8,  # The default of 3 values would hide the channel count.
         )
 
     def serve_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
