@@ -30,10 +30,16 @@ def _main(argv: list[str]) -> None:
     if len(argv) < 2:
         raise app.UsageError("Pass one or more image files: predict IMAGE... --saved_model=DIR")
     from alexnet_keras.serving.client import format_predictions
-    from alexnet_keras.serving.predict import predict_files
+    from alexnet_keras.serving.predict import RejectedImages, predict_files
 
     paths = argv[1:]
-    predictions = predict_files(flags.FLAGS.saved_model, paths, flags.FLAGS.batch_size)
+    try:
+        predictions = predict_files(flags.FLAGS.saved_model, paths, flags.FLAGS.batch_size)
+    except RejectedImages as error:  # The good files' results first, then the error.
+        done = [(path, p) for path, p in zip(paths, error.predictions) if p is not None]
+        if done:
+            print(format_predictions(*zip(*done)))
+        raise
     print(format_predictions(paths, predictions))
 
 

@@ -31,18 +31,33 @@ def resolve_saved_model(path: str) -> str:
     return os.path.join(path, str(versions[-1]))
 
 
-def _explain(message: str, paths: Sequence[str]) -> str:
-    """The graph's assertion message, with the offending file named."""
-    index = re.search(r"image_bytes\[(\d+)\]", message)
-    culprit = paths[int(index.group(1))] if index else ", ".join(paths)
+class RejectedImages(ValueError):
+    """Files the signature refused, each named with its reason; `predictions` holds the other
+    files' results in order (None for a refused file), so a caller can still report them."""
+
+    def __init__(self, reasons: Sequence[str], predictions: Sequence[Prediction | None]):
+        super().__init__("; ".join(reasons))
+        self.predictions = list(predictions)
+
+
+def _explain(message: str, path: str) -> str:
+    """Why the signature refused one file: its assertion's message, or else the failing op's."""
     detail = re.search(r"assertion failed: \[(.*?)\]\n", message)
-    return f"{culprit}: {detail.group(1) if detail else message}"
+    if detail:
+        return f"{path}: {detail.group(1)}"
+    reason = re.search(r"\n([^\n]+)\n\t \[\[", message)  # The line before "[[{{node ...}}]]".
+    return f"{path}: not a readable image ({reason.group(1) if reason else message})"
 
 
 def predict_files(
     saved_model_dir: str, paths: Sequence[str], batch_size: int = 32
 ) -> list[Prediction]:
-    """Runs the files' bytes through `serving_default` in batches; returns their top-k."""
+    """Runs the files' bytes through `serving_default` in batches; returns their top-k.
+
+    A batch the signature refuses runs again one file at a time, so that each bad file is named
+    (a damaged JPEG fails inside the decoder, which cannot say which one) and costs no other file
+    its result; then `RejectedImages` names every bad file and carries the others' results.
+    """
     import tensorflow as tf
 
     for path in paths:
@@ -51,23 +66,35 @@ def predict_files(
     signature = tf.saved_model.load(resolve_saved_model(saved_model_dir)).signatures[
         "serving_default"
     ]
-    predictions = []
-    for start in range(0, len(paths), batch_size):
+
+    def run(batch_paths: Sequence[str]) -> list[Prediction]:
         batch = []
-        for path in paths[start : start + batch_size]:
+        for path in batch_paths:
             with open(path, "rb") as f:
                 batch.append(f.read())
-        try:
-            outputs = signature(image_bytes=tf.constant(batch))
-        except tf.errors.InvalidArgumentError as error:
-            raise ValueError(_explain(error.message, paths[start : start + batch_size])) from error
+        outputs = signature(image_bytes=tf.constant(batch))
         outputs = {name: value.numpy() for name, value in outputs.items()}
-        for i in range(len(batch)):
-            predictions.append(
-                Prediction(
-                    tuple(v.decode("utf-8") for v in outputs["top_k_labels"][i]),
-                    tuple(float(v) for v in outputs["top_k_scores"][i]),
-                    tuple(int(v) for v in outputs["top_k_ids"][i]),
-                )
+        return [
+            Prediction(
+                tuple(v.decode("utf-8") for v in outputs["top_k_labels"][i]),
+                tuple(float(v) for v in outputs["top_k_scores"][i]),
+                tuple(int(v) for v in outputs["top_k_ids"][i]),
             )
+            for i in range(len(batch))
+        ]
+
+    predictions, reasons = [], []
+    for start in range(0, len(paths), batch_size):
+        batch_paths = paths[start : start + batch_size]
+        try:
+            predictions.extend(run(batch_paths))
+        except tf.errors.InvalidArgumentError:
+            for path in batch_paths:
+                try:
+                    predictions.extend(run([path]))
+                except tf.errors.InvalidArgumentError as error:
+                    predictions.append(None)
+                    reasons.append(_explain(error.message, path))
+    if reasons:
+        raise RejectedImages(reasons, predictions)
     return predictions
