@@ -106,6 +106,7 @@ def run(
     if tensorflow:
         load_tensorflow_quietly()
     define_flags()
+    _list_in_help()
 
     def guarded(argv: list[str]) -> None:
         try:
@@ -124,6 +125,15 @@ def run(
             sys.exit(2)
 
     app.run(guarded)
+
+
+def _list_in_help() -> None:
+    """Makes the project's flags key flags of the main module: absl's --help and --helpshort list
+    only those, and ours are defined in `alexnet_keras.cli`, not in the module that runs."""
+    for module, module_flags in flags.FLAGS.flags_by_module_dict().items():
+        if module.startswith("alexnet_keras."):
+            for flag in module_flags:
+                flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 def _one_line(error: object) -> str:
