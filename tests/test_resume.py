@@ -145,6 +145,13 @@ def test_a_run_from_before_input_dtype_resumes_on_float32_crops(tmp_path):
     assert "input_dtype" in resume.ALLOWED_CHANGES
 
 
+def test_readme_names_every_allowed_change():
+    readme = open(os.path.join(REPO, "README.md")).read()
+    paragraph = readme[readme.index("`--allow_changes=epochs`") :].split("\n\n")[0]
+    named = {name for name in resume.ALLOWED_CHANGES if f"`{name}`" in paragraph}
+    assert named | {"epochs"} == set(resume.ALLOWED_CHANGES)
+
+
 def test_unknown_allowed_change_and_foreign_directory_are_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("not a run")
     with pytest.raises(ValueError, match="holds no config.json: it is not an alexnet_keras run"):

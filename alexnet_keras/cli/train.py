@@ -236,13 +236,14 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
 def define_run_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Flags of the command that are not part of the recorded run (not in TrainConfig)."""
+    from alexnet_keras.training.resume import ALLOWED_CHANGES
+
     flags.DEFINE_list(
         "allow_changes",
         [],
         "Resuming into a --model_dir recorded with other values of these flags continues that run "
-        "with the new values (any of: epochs, ten_crop_eval, final_checkpoint, validation_steps, "
-        "plateau_patience, max_lr_drops, lr_boundaries, mixed_precision, input_dtype). Other "
-        "changes need a new --model_dir.",
+        f"with the new values (any of: {', '.join(ALLOWED_CHANGES)}). Other changes need a new "
+        "--model_dir.",
         flag_values=flag_values,
     )
 
