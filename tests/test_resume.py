@@ -7,8 +7,10 @@ and compares the final weights and history.csv with an uninterrupted run's.
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -61,6 +63,26 @@ def _assert_same_run(reference, resumed):
     for name in ("history.csv", "lr_state.json", "metrics.json"):
         with open(os.path.join(reference, name)) as f, open(os.path.join(resumed, name)) as g:
             assert f.read() == g.read(), name
+
+
+def test_ctrl_c_says_how_to_resume_and_keeps_the_checkpoints(tmp_path, data):
+    model_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "alexnet_keras.train", *FLAGS, f"--model_dir={model_dir}"]
+    process = subprocess.Popen(
+        command, env=run_env(data), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    checkpoints = model_dir / "checkpoints"
+    deadline = time.monotonic() + 300
+    while not tf.train.latest_checkpoint(checkpoints) and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Interrupted. Run the same command again to continue" in stderr
+    assert "Traceback" not in stderr
+    assert tf.train.latest_checkpoint(checkpoints)
 
 
 @pytest.fixture(scope="module")

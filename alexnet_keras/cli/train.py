@@ -9,6 +9,7 @@ are read once, here, into a validated frozen `TrainConfig`; nothing else reads F
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import app, flags
 
@@ -278,7 +279,17 @@ def _main(argv: list[str]) -> None:
         split_logical_devices(config.logical_devices)
     from alexnet_keras.training.trainer import run
 
-    run(config, allow_changes=flags.FLAGS.allow_changes)
+    try:
+        run(config, allow_changes=flags.FLAGS.allow_changes)
+    except KeyboardInterrupt:
+        if flags.FLAGS.verbosity >= 1:
+            raise
+        print(
+            f"Interrupted. Run the same command again to continue from the last checkpoint in "
+            f"--model_dir={config.model_dir}.",
+            file=sys.stderr,
+        )
+        sys.exit(130)  # 128 + SIGINT, as a shell reports it.
 
 
 def main() -> None:
