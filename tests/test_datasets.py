@@ -84,6 +84,10 @@ def test_image_folder(tmp_path):
         datasets.load_split(f"folder:{tmp_path}/missing", "train")
     with pytest.raises(ValueError, match="no split 'validation'"):
         datasets.load_split(name, "validation")
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no training split .* an empty one is none"):
+        datasets.dataset_info(f"folder:{empty}")
 
 
 def test_fashion_mnist_from_tiny_idx_files(tmp_path, monkeypatch):
@@ -129,6 +133,9 @@ def test_fashion_mnist_missing_fails_fast_with_apt_hint(tmp_path, monkeypatch):
 def test_unknown_dataset_name():
     with pytest.raises(ValueError, match="Unknown dataset 'no_such_dataset'"):
         datasets.dataset_info("no_such_dataset")
+    with pytest.raises(ValueError, match=r"closest: cifar10") as error:
+        datasets.dataset_info("cifar11")
+    assert len(str(error.value)) < 300  # Not TFDS's list of all its datasets (~8 kB).
 
 
 def test_compute_stats_on_tiny_fashion_mnist(tmp_path, monkeypatch):

@@ -450,8 +450,12 @@ def test_tf1_session_feed_of_wrong_shape_names_the_input(trained):
 def test_missing_or_corrupt_checkpoint_leaves_nothing(tmp_path):
     run_dir = write_run_dir(str(tmp_path / "run"))
     os.remove(os.path.join(run_dir, "last.keras"))
-    with pytest.raises(FileNotFoundError, match="last.keras"):
-        export.resolve_source(run_dir, checkpoint="last")
+    with pytest.raises(FileNotFoundError, match="last.keras does not exist.*--checkpoint=best"):
+        export.resolve_source(run_dir, checkpoint="last")  # best.keras is there to export.
+    os.rename(os.path.join(run_dir, "best.keras"), os.path.join(tmp_path, "best.keras"))
+    with pytest.raises(FileNotFoundError, match="Train for at least one epoch"):
+        export.resolve_source(run_dir)  # Neither: no "pick the other checkpoint".
+    os.rename(os.path.join(tmp_path, "best.keras"), os.path.join(run_dir, "best.keras"))
     with open(os.path.join(run_dir, "best.keras"), "wb") as f:
         f.write(b"PK\x03\x04 truncated zip")
     base = tmp_path / "exports"

@@ -137,11 +137,12 @@ def test_without_seed_a_resumed_run_keeps_its_data_order(tmp_path, data):
 def test_changed_settings_are_refused_and_named(tmp_path):
     config = tiny_config(tmp_path, epochs=1, seed=3)
     run(config, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(steps=2))
-    changed = tiny_config(tmp_path, epochs=2, batch_size=4, seed=3)
+    changed = tiny_config(tmp_path, epochs=2, batch_size=4, seed=None)
     with pytest.raises(ValueError) as error:
         run(changed, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(batch=4, steps=2))
     message = str(error.value)
     assert "--batch_size recorded 8, now 4" in message and "--epochs recorded 1, now 2" in message
+    assert "--seed recorded 3, now not set" in message
     assert "--allow_changes=epochs" in message and "new --model_dir" in message
     with pytest.raises(ValueError, match="--batch_size recorded 8, now 4"):  # Not allowable.
         run(changed, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(batch=4, steps=2),

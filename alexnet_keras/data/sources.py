@@ -18,6 +18,7 @@ fails at once with a message that says where we looked and how to get the data.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import gzip
 import os
@@ -180,10 +181,12 @@ def _tfds_builder(name: str, data_dir: str | None, manual_dir: str | None, split
         return tfds.folder_dataset.ImageFolder(root)
     try:
         builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
-    except tfds.core.registered.DatasetNotFoundError as error:
+    except tfds.core.registered.DatasetNotFoundError:
+        # TFDS's own message lists all its ~1,300 datasets; name the closest few instead.
+        closest = difflib.get_close_matches(name, tfds.list_builders(), n=3)
         raise ValueError(
-            f"Unknown dataset {name!r}. Use imagenet2012, fashion_mnist, "
-            f"folder:<path> or a TFDS image dataset name. ({error})"
+            f"Unknown dataset {name!r}. Use imagenet2012, fashion_mnist, folder:<path> or a TFDS "
+            f"image dataset name{'; closest: ' + ', '.join(closest) if closest else ''}."
         ) from None
     if builder.is_prepared():
         return builder
@@ -350,8 +353,14 @@ def _pick(splits: dict, candidates: tuple[str, ...], name: str, what: str) -> st
     for candidate in candidates:
         if candidate in splits:
             return candidate
+    folder = (
+        " (a folder's split is a subdirectory with <class>/<image> files; an empty one is none)"
+        if name.startswith(FOLDER_PREFIX)
+        else ""
+    )
     raise ValueError(
-        f"Dataset {name!r} has no {what} split (looked for {candidates}); it has {sorted(splits)}."
+        f"Dataset {name!r} has no {what} split (looked for {candidates}); it has "
+        f"{sorted(splits)}{folder}."
     )
 
 

@@ -129,9 +129,13 @@ def resolve_source(
         else:
             config = _config_from_keras_file(path)
     if not os.path.isfile(path):
+        other = "last" if checkpoint == "best" else "best"
+        if model_dir is not None and os.path.isfile(run_dir.model_file(model_dir, other)):
+            hint = f"Pass --checkpoint={other} to export {run_dir.model_file(model_dir, other)}."
+        else:  # Both are written at epoch ends (callbacks.ModelFiles).
+            hint = "Train for at least one epoch with `python -m alexnet_keras.train`."
         raise FileNotFoundError(
-            f"Checkpoint {path} does not exist (--checkpoint={checkpoint}). Train first with "
-            "`python -m alexnet_keras.train`, or pick the other checkpoint."
+            f"Checkpoint {path} does not exist (--checkpoint={checkpoint}). {hint}"
         )
     if class_names is None:
         names_file = os.path.join(directory, run_dir.CLASS_NAMES_FILE)

@@ -78,6 +78,8 @@ def check_model_dir(model_dir: str) -> bool:
 
 
 def _show(value: object) -> str:
+    if value is None:
+        return "not set"
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
