@@ -107,6 +107,30 @@ def test_help_lists_the_commands_own_flags(tmp_path, command, flag):
     assert "--test_srcdir" not in result.stdout  # absl's own flags stay under --helpfull.
 
 
+@pytest.mark.parametrize(
+    "message",
+    [  # The eager iterator's form, and --strict_data's under fit (TF 2.21).
+        "{{function_node __wrapped__IteratorGetNext_output_types_3_device_/job:localhost/"
+        "replica:0/task:0/device:CPU:0}} assertion failed: [Undecodable image (strict mode):] "
+        "[/data/train/c0/bad.jpg] [at index] [3]\n\t [[{{node Assert/Assert}}]] "
+        "[Op:IteratorGetNext] name: ",
+        "Graph execution error:\n\nDetected at node Assert/AssertGuard/Assert defined at (most "
+        "recent call last):\n<stack traces unavailable>\nError in user-defined function passed to "
+        "MapDataset:47 transformation with iterator: Iterator::Root::Prefetch::ParallelBatch::"
+        "ParallelMapV2: assertion failed: [Undecodable image (strict mode):] "
+        "[/data/train/c0/bad.jpg] [at index] [3]\n\t [[{{node Assert/AssertGuard/Assert}}]]\n\t "
+        "[[MultiDeviceIteratorGetNextFromShard]]\n\t [[RemoteCall]]\n\t [[IteratorGetNext]]",
+    ],
+)
+def test_op_errors_print_without_tfs_wrappers(message):
+    from alexnet_keras.cli import common
+
+    assert common.op_error_text(message) == (
+        "assertion failed: [Undecodable image (strict mode):] [/data/train/c0/bad.jpg] "
+        "[at index] [3]"
+    )
+
+
 def test_missing_run_and_new_data_dir(tmp_path):
     env = run_env(tmp_path / "missing")
     evaluate = run_train([sys.executable, "-m", "alexnet_keras.evaluate",

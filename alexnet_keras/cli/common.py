@@ -121,7 +121,7 @@ def run(
 
             if not isinstance(error, tf.errors.OpError) or flags.FLAGS.verbosity >= 1:
                 raise
-            print(f"Error: {_one_line(error.message)}", file=sys.stderr)  # e.g. strict_data.
+            print(f"Error: {op_error_text(error.message)}", file=sys.stderr)  # e.g. strict_data.
             sys.exit(2)
 
     app.run(guarded)
@@ -134,6 +134,20 @@ def _list_in_help() -> None:
         if module.startswith("alexnet_keras."):
             for flag in module_flags:
                 flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+# What TF wraps around an op's own message: where it ran (graph, function, node, iterator).
+_OP_ERROR_WRAPPERS = re.compile(
+    r"^Graph execution error: (Detected at node .*? <stack traces unavailable> )?|"
+    r"\{\{function_node [^}]*\}\}|\[\[[^\]]*\]\]|\[Op:[^\]]*\]( name:( \S*)?)?|"
+    r"Error in user-defined function passed to \S+ transformation with iterator: \S+: "
+)
+
+
+def op_error_text(message: str) -> str:
+    """A TF op error's own message (e.g. strict_data's assertion) on one line, without TF's
+    account of where it ran."""
+    return _one_line(_OP_ERROR_WRAPPERS.sub(" ", _one_line(message)))
 
 
 def _one_line(error: object) -> str:
