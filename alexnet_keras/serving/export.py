@@ -132,7 +132,7 @@ def resolve_source(
         other = "last" if checkpoint == "best" else "best"
         if model_dir is not None and os.path.isfile(run_dir.model_file(model_dir, other)):
             hint = f"Pass --checkpoint={other} to export {run_dir.model_file(model_dir, other)}."
-        else:  # Both are written at epoch ends (callbacks.ModelFiles).
+        else:  # Both are written at epoch ends (callbacks.ModelSaver).
             hint = "Train for at least one epoch with `python -m alexnet_keras.train`."
         raise FileNotFoundError(
             f"Checkpoint {path} does not exist (--checkpoint={checkpoint}). {hint}"
