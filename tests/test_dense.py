@@ -44,3 +44,47 @@ def test_config_round_trip_and_rank_check():
     assert Dense.from_config(layer.get_config()).get_config() == layer.get_config()
     with pytest.raises(ValueError, match="2D inputs"):
         Dense(3)(tf.zeros((2, 4, 5)))
+
+
+def _traced_ops(fn, *specs) -> set[str]:
+    return {op.type for op in tf.function(fn).get_concrete_function(*specs).graph.get_operations()}
+
+
+def test_padded_kernel_matmul_equals_the_plain_one(monkeypatch):
+    """Where oneDNN's AVX2 matmul is slow for 4 KiB kernel rows, `matmul` pads the kernel's
+    columns: the traced forward has the Pad, and output and both gradients equal TF's own
+    x @ W and its gradients (TF's gradient of the plain matmul, no custom code)."""
+    from alexnet_keras.layers import dense
+
+    monkeypatch.setattr(dense, "_avx2_cpu_only", lambda: True)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(32, 96)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(96, 1024)), tf.float32)
+    upstream = tf.constant(rng.normal(size=(32, 1024)), tf.float32)
+    assert dense.pads_kernel_columns(x, kernel)
+    assert "Pad" in _traced_ops(dense.matmul, x, kernel)
+
+    def loss_and_grads(fn):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = fn(x, kernel)
+            loss = tf.reduce_sum(y * upstream)
+        return [y, *tape.gradient(loss, [x, kernel])]
+
+    for ours, ref in zip(loss_and_grads(dense.matmul), loss_and_grads(tf.matmul), strict=True):
+        np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_kernel_columns_are_padded_only_where_that_was_measured_faster(monkeypatch):
+    from alexnet_keras.layers import dense
+
+    x, kernel = tf.zeros((128, 64)), tf.zeros((64, 2048))
+    monkeypatch.setattr(dense, "_avx2_cpu_only", lambda: False)  # AVX512, AMX, GPUs: unmeasured.
+    assert not dense.pads_kernel_columns(x, kernel)
+    monkeypatch.setattr(dense, "_avx2_cpu_only", lambda: True)
+    assert dense.pads_kernel_columns(x, kernel)
+    assert not dense.pads_kernel_columns(x, tf.zeros((64, 1000)))  # fc8: rows not 4 KiB.
+    assert not dense.pads_kernel_columns(tf.zeros((8, 64)), kernel)  # Small batch: the copy loses.
+    assert not dense.pads_kernel_columns(x, tf.zeros((64, 2048), tf.bfloat16))
+    unknown_batch = tf.TensorSpec((None, 64), tf.float32)  # A serving signature's batch.
+    assert "Pad" not in _traced_ops(dense.matmul, unknown_batch, tf.TensorSpec((64, 2048)))

@@ -282,10 +282,11 @@ def test_learning_rate_controller_recomputes_rate_after_resume(tmp_path):
 
 
 def test_auto_precision_follows_the_cpu(monkeypatch):
+    from alexnet_keras import cpu
     from alexnet_keras.training import precision as trainer
 
-    monkeypatch.setattr(trainer, "cpu_has_native_bfloat16", lambda: True)
+    monkeypatch.setattr(cpu, "has_native_bfloat16", lambda: True)
     assert trainer.resolve_precision("auto") == "bfloat16"
-    monkeypatch.setattr(trainer, "cpu_has_native_bfloat16", lambda: False)
+    monkeypatch.setattr(cpu, "has_native_bfloat16", lambda: False)
     assert trainer.resolve_precision("auto") == "none"
     assert trainer.resolve_precision("float16") == "float16"

@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import time
 
+from alexnet_keras import cpu
 from alexnet_keras.cli import common
 
 common.load_tensorflow_quietly()  # Before TensorFlow is imported below.
@@ -299,14 +300,8 @@ def _input_rate(dataset: tf.data.Dataset, batch: int) -> float:
 
 def _cpu_name() -> str:
     """The CPU model and its bfloat16 units, so every figure names the machine it ran on."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-    except OSError:
-        return "unknown"
-    name = re.search(r"model name\s*:\s*(.*)", info)
-    units = [unit for unit in ("amx_bf16", "avx512_bf16") if unit in info]
-    return f"{name.group(1) if name else 'unknown'} ({', '.join(units) or 'no bf16 units'})"
+    units = [unit for unit in ("amx_bf16", "avx512_bf16") if unit in cpu.flags()]
+    return f"{cpu.name()} ({', '.join(units) or 'no bf16 units'})"
 
 
 def _time_calls(fn, x, calls: int) -> float:  # noqa: ANN001

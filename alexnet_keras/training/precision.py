@@ -6,15 +6,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-
-def cpu_has_native_bfloat16() -> bool:
-    """Whether this x86 CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+from alexnet_keras import cpu
 
 
 def gpus_have_bfloat16(gpus: list) -> bool:
@@ -33,7 +25,7 @@ def resolve_precision(mixed_precision: str) -> str:
     if mixed_precision != "auto":
         return mixed_precision
     gpus = tf.config.list_physical_devices("GPU")
-    native = gpus_have_bfloat16(gpus) if gpus else cpu_has_native_bfloat16()
+    native = gpus_have_bfloat16(gpus) if gpus else cpu.has_native_bfloat16()
     return "bfloat16" if native else "none"
 
 
