@@ -15,20 +15,21 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "alexnet_keras"
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 
 LIBRARY = {
-    "constants", "config", "filter_grid", "layers", "data", "model", "flops", "run_dir",
+    "constants", "config", "cpu", "filter_grid", "layers", "data", "model", "flops", "run_dir",
     "training", "importers", "serving", "pictures",
 }  # fmt: skip
 # What each part may import (besides itself).
 ALLOWED = {
     "constants": set(),
     "config": {"constants"},
+    "cpu": set(),
     "filter_grid": set(),
-    "layers": {"constants"},
+    "layers": {"constants", "cpu"},
     "data": {"constants"},
     "model": {"constants", "config", "layers"},
     "flops": {"layers"},
     "run_dir": {"config", "data", "model"},
-    "training": {"constants", "config", "layers", "data", "model", "run_dir", "filter_grid"},
+    "training": {"constants", "config", "cpu", "layers", "data", "model", "run_dir", "filter_grid"},
     "importers": {"constants", "config", "layers", "data", "model", "run_dir"},
     "serving": {"constants", "config", "layers", "data", "model", "run_dir"},
     "pictures": {"constants", "config", "data", "model", "run_dir", "serving", "filter_grid"},
