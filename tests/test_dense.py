@@ -75,6 +75,40 @@ def test_padded_kernel_matmul_equals_the_plain_one(monkeypatch):
         np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("transposes", [True, False])
+def test_both_input_gradient_forms_equal_tfs(monkeypatch, transposes):
+    """(W @ g^T)^T (most CPUs) and g @ W^T (AVX2 float32) both give TF's gradients; the traced
+    gradient has the Transpose only in the first form."""
+    from alexnet_keras.layers import dense
+
+    monkeypatch.setattr(dense, "transposes_input_gradient", lambda kernel: transposes)
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(16, 96)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(96, 40)), tf.float32)
+    upstream = tf.constant(rng.normal(size=(16, 40)), tf.float32)
+
+    def grads(fn, x, kernel):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            loss = tf.reduce_sum(fn(x, kernel) * upstream)
+        return tape.gradient(loss, [x, kernel])
+
+    for ours, ref in zip(grads(dense.matmul, x, kernel), grads(tf.matmul, x, kernel), strict=True):
+        np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5, atol=1e-4)
+    traced = _traced_ops(lambda x, kernel: grads(dense.matmul, x, kernel), x, kernel)
+    assert ("Transpose" in traced) == transposes
+
+
+def test_input_gradient_form_follows_the_cpu(monkeypatch):
+    from alexnet_keras.layers import dense
+
+    monkeypatch.setattr(dense, "_avx2_cpu_only", lambda: False)  # AVX512, AMX, GPUs.
+    assert dense.transposes_input_gradient(tf.zeros((4, 4)))
+    monkeypatch.setattr(dense, "_avx2_cpu_only", lambda: True)
+    assert not dense.transposes_input_gradient(tf.zeros((4, 4)))
+    assert dense.transposes_input_gradient(tf.zeros((4, 4), tf.bfloat16))  # Unmeasured.
+
+
 def test_kernel_columns_are_padded_only_where_that_was_measured_faster(monkeypatch):
     from alexnet_keras.layers import dense
 

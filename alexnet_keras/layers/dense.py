@@ -40,19 +40,31 @@ def pads_kernel_columns(x: tf.Tensor, kernel: tf.Tensor) -> bool:
     )
 
 
+def transposes_input_gradient(kernel: tf.Tensor) -> bool:
+    """Whether `matmul`'s input gradient is (W @ g^T)^T rather than TF's g @ W^T.
+
+    TF's `MatMul(g, W, transpose_b=True)` runs 3.4x slower at fc6's shape than
+    `MatMul(W, g, transpose_b=True)` plus a transpose of the small [in, batch] result on an AMX
+    Xeon (70 vs 21 ms at batch 32) and 1.5x slower on an AVX512 Zen 4; on GPUs the two cost the
+    same. oneDNN's AVX2 float32 kernels are the exception: there TF's form is the faster one
+    (Zen 2, batch 128: fc6's column 35 vs 42 ms, fc7's 15 vs 18 ms).
+    """
+    return not (kernel.dtype == tf.float32 and _avx2_cpu_only())
+
+
 @tf.custom_gradient
 def matmul(x: tf.Tensor, kernel: tf.Tensor) -> tuple:
-    """x @ kernel for x [batch, in] and kernel [in, out], with the input gradient as (W @ g^T)^T.
+    """x @ kernel for x [batch, in] and kernel [in, out], with the CPU's faster input gradient.
 
-    TF's own gradient computes g @ W^T with `MatMul(transpose_b=True)`, which on CPU runs 3.4x
-    slower at fc6's shape than `MatMul(W, g, transpose_b=True)` plus a transpose of the small
-    [in, batch] result (70 vs 21 ms at batch 32 on this machine, tools/benchmark.py); on GPUs the
-    two cost the same. The kernel gradient is TF's. The forward pads the kernel's columns where
-    `pads_kernel_columns` says that is faster.
+    The input gradient's form is `transposes_input_gradient`'s choice; the kernel gradient is
+    TF's. The forward pads the kernel's columns where `pads_kernel_columns` says that is faster.
     """
 
     def grad(upstream: tf.Tensor) -> tuple:
-        inputs_grad = tf.transpose(tf.matmul(kernel, upstream, transpose_b=True))
+        if transposes_input_gradient(kernel):
+            inputs_grad = tf.transpose(tf.matmul(kernel, upstream, transpose_b=True))
+        else:
+            inputs_grad = tf.matmul(upstream, kernel, transpose_b=True)
         kernel_grad = tf.matmul(x, upstream, transpose_a=True)
         return inputs_grad, kernel_grad
 
