@@ -35,3 +35,11 @@ def has_native_bfloat16() -> bool:
 def is_avx2_only() -> bool:
     """Whether the widest vector unit is AVX2 (no AVX512): oneDNN then runs its AVX2 kernels."""
     return "avx2" in flags() and "avx512f" not in flags()
+
+
+@functools.cache
+def runs_avx2_kernels() -> bool:
+    """Whether ops run on an AVX2-only CPU with no GPU: the case oneDNN's AVX2 kernels decide."""
+    import tensorflow as tf  # Not at the top: `alexnet_keras` sets TF's options before it loads.
+
+    return is_avx2_only() and not tf.config.list_physical_devices("GPU")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from alexnet_keras import cpu
 from alexnet_keras.layers import Dense
 
 
@@ -56,7 +57,7 @@ def test_padded_kernel_matmul_equals_the_plain_one(monkeypatch):
     x @ W and its gradients (TF's gradient of the plain matmul, no custom code)."""
     from alexnet_keras.layers import dense
 
-    monkeypatch.setattr(dense, "_avx2_cpu_only", lambda: True)
+    monkeypatch.setattr(cpu, "runs_avx2_kernels", lambda: True)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(32, 96)), tf.float32)
     kernel = tf.constant(rng.normal(size=(96, 1024)), tf.float32)
@@ -102,9 +103,9 @@ def test_both_input_gradient_forms_equal_tfs(monkeypatch, transposes):
 def test_input_gradient_form_follows_the_cpu(monkeypatch):
     from alexnet_keras.layers import dense
 
-    monkeypatch.setattr(dense, "_avx2_cpu_only", lambda: False)  # AVX512, AMX, GPUs.
+    monkeypatch.setattr(cpu, "runs_avx2_kernels", lambda: False)  # AVX512, AMX, GPUs.
     assert dense.transposes_input_gradient(tf.zeros((4, 4)))
-    monkeypatch.setattr(dense, "_avx2_cpu_only", lambda: True)
+    monkeypatch.setattr(cpu, "runs_avx2_kernels", lambda: True)
     assert not dense.transposes_input_gradient(tf.zeros((4, 4)))
     assert dense.transposes_input_gradient(tf.zeros((4, 4), tf.bfloat16))  # Unmeasured.
 
@@ -113,9 +114,9 @@ def test_kernel_columns_are_padded_only_where_that_was_measured_faster(monkeypat
     from alexnet_keras.layers import dense
 
     x, kernel = tf.zeros((128, 64)), tf.zeros((64, 2048))
-    monkeypatch.setattr(dense, "_avx2_cpu_only", lambda: False)  # AVX512, AMX, GPUs: unmeasured.
+    monkeypatch.setattr(cpu, "runs_avx2_kernels", lambda: False)  # AVX512, AMX, GPUs: unmeasured.
     assert not dense.pads_kernel_columns(x, kernel)
-    monkeypatch.setattr(dense, "_avx2_cpu_only", lambda: True)
+    monkeypatch.setattr(cpu, "runs_avx2_kernels", lambda: True)
     assert dense.pads_kernel_columns(x, kernel)
     assert not dense.pads_kernel_columns(x, tf.zeros((64, 1000)))  # fc8: rows not 4 KiB.
     assert not dense.pads_kernel_columns(tf.zeros((8, 64)), kernel)  # Small batch: the copy loses.

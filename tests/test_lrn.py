@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_keras.layers import LocalResponseNormalization
+from alexnet_keras import cpu
+from alexnet_keras.layers import LocalResponseNormalization, lrn
+
+
+@pytest.fixture(autouse=True, params=["band_convolution", "shifted_slices"])
+def window_sum_form(request, monkeypatch):
+    """Every test runs both forms of the window sum, whichever this machine's CPU would pick."""
+    monkeypatch.setattr(cpu, "runs_avx2_kernels", lambda: request.param == "shifted_slices")
+    return request.param
 
 
 def numpy_lrn(a, depth_radius=2, k=2.0, alpha=1e-4, beta=0.75):
@@ -221,3 +229,25 @@ def test_relu_is_in_the_config():
     layer = LocalResponseNormalization(relu=True)
     assert LocalResponseNormalization.from_config(layer.get_config()).relu is True
     assert LocalResponseNormalization().relu is False
+
+
+def _traced_ops(fn, *args) -> set[str]:
+    return {op.type for op in tf.function(fn).get_concrete_function(*args).graph.get_operations()}
+
+
+def test_window_sum_form_follows_the_cpu_and_dtype(window_sum_form):
+    """float32 on AVX2-only CPUs sums by shifted slices (no convolution forward or backward);
+    elsewhere, and in bfloat16, the 0/1 band convolution."""
+    slices = window_sum_form == "shifted_slices"
+    layer = LocalResponseNormalization(groups=2, relu=True)
+    x = tf.TensorSpec((2, 5, 5, 16), tf.float32)
+
+    def forward_and_backward(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        return tape.gradient(y, x)
+
+    assert lrn.sums_windows_by_slices(tf.zeros((1, 1, 1, 4))) == slices
+    assert not lrn.sums_windows_by_slices(tf.zeros((1, 1, 1, 4), tf.bfloat16))
+    assert ("Conv2D" in _traced_ops(forward_and_backward, x)) != slices

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -13,12 +12,6 @@ from alexnet_keras import cpu
 from alexnet_keras.layers import columns
 
 _PAD_COLUMNS = 16  # 64 bytes of float32: rows of 4 KiB + 64 B no longer alias in the caches.
-
-
-@functools.cache
-def _avx2_cpu_only() -> bool:
-    """Whether matmuls run on an AVX2-only CPU (no AVX512, no GPU): oneDNN's AVX2 kernels."""
-    return cpu.is_avx2_only() and not tf.config.list_physical_devices("GPU")
 
 
 def pads_kernel_columns(x: tf.Tensor, kernel: tf.Tensor) -> bool:
@@ -36,7 +29,7 @@ def pads_kernel_columns(x: tf.Tensor, kernel: tf.Tensor) -> bool:
         and kernel.shape[1] % 1024 == 0
         and x.shape[0] is not None
         and x.shape[0] >= 32
-        and _avx2_cpu_only()
+        and cpu.runs_avx2_kernels()
     )
 
 
@@ -49,7 +42,7 @@ def transposes_input_gradient(kernel: tf.Tensor) -> bool:
     same. oneDNN's AVX2 float32 kernels are the exception: there TF's form is the faster one
     (Zen 2, batch 128: fc6's column 35 vs 42 ms, fc7's 15 vs 18 ms).
     """
-    return not (kernel.dtype == tf.float32 and _avx2_cpu_only())
+    return not (kernel.dtype == tf.float32 and cpu.runs_avx2_kernels())
 
 
 @tf.custom_gradient

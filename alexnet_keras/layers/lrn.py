@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_keras import constants
+from alexnet_keras import constants, cpu
 from alexnet_keras.layers import columns
 
 
@@ -150,6 +150,18 @@ def _window(channels: int, depth_radius: int, groups: int, dtype: tf.DType) -> t
     return tf.constant(np.tile(band, (1, groups))[None, None], dtype)
 
 
+def sums_windows_by_slices(x: tf.Tensor) -> bool:
+    """Whether LRN's channel-window sums are XLA loops over shifted slices, not band convolutions.
+
+    On an AVX2 AMD EPYC (Zen 2), float32, batch 128, the slices are the faster form: lrn1's
+    forward window sum 59 vs 83 ms, lrn2's 34 vs 72 ms, their backward 80 vs 106 and 51 vs 81 ms
+    (this VM's memory is slow, and the convolution adds a pass: squares, then their sum). On an
+    AMX Xeon shifted slices were the slower form (issue 15's second session), so CPUs with
+    AVX512 and GPUs keep the convolution, as does bfloat16 (its band sum accumulates in float32).
+    """
+    return x.dtype == tf.float32 and cpu.runs_avx2_kernels()
+
+
 def _denominator(window_sum: tf.Tensor, bias: float, alpha: float, beta: float) -> tuple:
     """(d, d^-beta) in float32 for d = bias + alpha * window_sum."""
     d = bias + alpha * tf.cast(window_sum, tf.float32)
@@ -166,6 +178,39 @@ def _denominator(window_sum: tf.Tensor, bias: float, alpha: float, beta: float) 
 def _relu_square(x: tf.Tensor) -> tf.Tensor:
     """relu(x)^2 in x's dtype, the window sum's input when the layer applies ReLU."""
     return tf.square(tf.nn.relu(x))
+
+
+def _shifted_window_sum(v: tf.Tensor, depth_radius: int, groups: int) -> tf.Tensor:
+    """S(v) as 2 * depth_radius + 1 shifted slices of v's zero-padded channels, per group."""
+    per_group = v.shape[-1] // groups
+    padded = tf.pad(
+        tf.reshape(v, [-1, groups, per_group]), [[0, 0], [0, 0], [depth_radius, depth_radius]]
+    )
+    total = padded[..., :per_group]
+    for shift in range(1, 2 * depth_radius + 1):
+        total += padded[..., shift : shift + per_group]
+    return tf.reshape(total, tf.shape(v))
+
+
+@tf.function(jit_compile=True)
+def _squares_window_sum(x: tf.Tensor, depth_radius: int, groups: int, relu: bool) -> tf.Tensor:
+    """S(x^2) (or S(relu(x)^2)) in one loop: the slices form of the forward's window sum."""
+    return _shifted_window_sum(tf.square(tf.nn.relu(x) if relu else x), depth_radius, groups)
+
+
+@tf.function(jit_compile=True)
+def _backward_window_sum(
+    upstream: tf.Tensor,
+    y: tf.Tensor,
+    window_sum: tf.Tensor,
+    bias: float,
+    alpha: float,
+    depth_radius: int,
+    groups: int,
+) -> tf.Tensor:
+    """S(g * y / d) in one loop: the slices form of `_backward_inner` and its window sum."""
+    d, _ = _denominator(window_sum, bias, alpha, 1.0)
+    return _shifted_window_sum(upstream * y / d, depth_radius, groups)
 
 
 @tf.function(jit_compile=True)
@@ -223,23 +268,33 @@ def local_response_normalization(
 
     The sum of squares over the channel window is a grouped 1x1 convolution with a 0/1 band in
     x's dtype (bfloat16 has float32's range, so its squares cannot overflow; the convolution
-    accumulates in float32), and the elementwise rest of each pass is one XLA-fused function
-    computing in float32. The gradient is written out: with d = k + alpha * S(x^2) and
+    accumulates in float32), or, where `sums_windows_by_slices` says that is faster, shifted
+    slices in the XLA loop that squares; the elementwise rest of each pass is one XLA-fused
+    function computing in float32. The gradient is written out: with d = k + alpha * S(x^2) and
     y = x * d^-beta, dL/dx = g * d^-beta - 2 * alpha * beta * x * S(g * y / d), S the
     (symmetric) window sum. Under mixed bfloat16 this keeps LRN's activations in bfloat16 and
     saves the float32 round trips (casts were 6% of the step on an AMX CPU, tools/benchmark.py).
     """
-    window = _window(x.shape[-1], depth_radius, groups, x.dtype)
+    by_slices = sums_windows_by_slices(x)
+    window = None if by_slices else _window(x.shape[-1], depth_radius, groups, x.dtype)
 
     @tf.custom_gradient
     def lrn(x: tf.Tensor) -> tuple:
-        squares = _relu_square(x) if relu else tf.square(x)
-        window_sum = tf.nn.conv2d(squares, window, strides=1, padding="VALID")
+        if by_slices:
+            window_sum = _squares_window_sum(x, depth_radius, groups, relu)
+        else:
+            squares = _relu_square(x) if relu else tf.square(x)
+            window_sum = tf.nn.conv2d(squares, window, strides=1, padding="VALID")
         y = _scale_forward(x, window_sum, bias, alpha, beta, relu)
 
         def grad(upstream: tf.Tensor) -> tf.Tensor:
-            inner = _backward_inner(upstream, y, window_sum, bias, alpha)
-            back = tf.nn.conv2d(inner, window, strides=1, padding="VALID")
+            if by_slices:
+                back = _backward_window_sum(
+                    upstream, y, window_sum, bias, alpha, depth_radius, groups
+                )
+            else:
+                inner = _backward_inner(upstream, y, window_sum, bias, alpha)
+                back = tf.nn.conv2d(inner, window, strides=1, padding="VALID")
             return _backward_outer(upstream, window_sum, x, back, bias, alpha, beta, relu)
 
         return y, grad
