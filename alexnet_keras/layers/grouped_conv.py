@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 import keras
 import tensorflow as tf
 
-from alexnet_keras.layers import columns
+from alexnet_keras.layers import columns, winograd
 
 _per_group_ops = False  # Set by `per_group_ops()` while a SavedModel is traced.
 
@@ -248,7 +248,15 @@ class GroupedConv2D(keras.layers.Layer):
         explicit padding list has no CPU gradient for grouped kernels ("Gradients for grouped
         convolutions are not supported on CPU", TF 2.21); for torchvision's conv1 the two take the
         same time forward and backward (~230 ms at batch 32, this machine). An ungrouped strided
-        bfloat16 convolution of a known input size runs as `space_to_depth_conv`."""
+        bfloat16 convolution of a known input size runs as `space_to_depth_conv`, a 3x3 stride-1
+        one where `winograd.applies` as `winograd.conv3x3` (SavedModels keep TF's convolution)."""
+        if (
+            self.strides == (1, 1)
+            and self.padding in ("same", (1, 1))
+            and not _per_group_ops
+            and winograd.applies(x, kernel)
+        ):
+            return winograd.conv3x3(x, kernel)
         if self.padding == "same":
             return tf.nn.conv2d(x, kernel, strides=self.strides, padding="SAME")
         if self.padding != "valid":
