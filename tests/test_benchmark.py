@@ -9,6 +9,8 @@ import sys
 import pytest
 from train_helpers import REPO, run_env
 
+from alexnet_keras.layers import winograd
+
 KEYS = {
     "train_images_per_sec", "train_e2e_images_per_sec", "train_e2e_uint8_images_per_sec",
     "input_images_per_sec", "input_uint8_images_per_sec", "infer_images_per_sec",
@@ -33,6 +35,8 @@ def test_benchmark_writes_all_figures(tmp_path):
     assert KEYS <= set(figures)
     assert all(math.isfinite(figures[k]) and figures[k] > 0 for k in KEYS)
     assert "train_fraction_of_ceiling" in result.stdout
+    # The FLOPs are the direct convolution's; where conv3-conv5 run by Winograd it says so.
+    assert figures["conv3x3_algorithm"] == ("winograd" if winograd.runs_in("float32") else "direct")
     # Each window is held to the ceiling of its precision measured around it; the reported
     # fraction is the median of the windows' fractions.
     windows = figures["train_windows"]

@@ -77,6 +77,7 @@ def test_applies_only_where_it_was_measured_faster(monkeypatch):
     assert winograd.applies(x, kernel)
     assert not winograd.applies(x, tf.zeros((5, 5, 8, 4)))  # conv2: 5x5.
     assert not winograd.applies(tf.cast(x, tf.bfloat16), tf.cast(kernel, tf.bfloat16))
+    assert winograd.runs_in("float32") and not winograd.runs_in("bfloat16")
 
     @tf.function(input_signature=[tf.TensorSpec((None, 13, 13, 8))])  # A serving signature.
     def unknown_batch(x):

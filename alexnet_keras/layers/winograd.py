@@ -34,20 +34,24 @@ def _output_rows(m: list[tf.Tensor]) -> list[tf.Tensor]:
 
 
 def applies(x: tf.Tensor, kernel: tf.Tensor) -> bool:
-    """Whether `conv3x3` is the faster form of a 3x3 stride-1 "same" convolution of `x`.
+    """Whether `conv3x3` runs this 3x3 stride-1 "same" convolution of `x` (`runs_in`'s rule).
 
-    On an AVX2 AMD EPYC (Zen 2), float32, batch 128, forward and both gradients: conv3 1,238 ->
-    905 ms, conv4 998 -> 743 ms, conv5 653 -> 534 ms (each timed alone; BUILD_NOTES has the whole
-    step). Its tiles are XLA loops over memory, and AVX512 and AMX CPUs (whose oneDNN kernels
-    reach their matmul ceiling) and GPUs were not measured, so they keep the direct convolution.
     The shape must be static (a serving signature's batch is not): XLA compiles per shape.
     """
-    return (
-        x.dtype == tf.float32
-        and kernel.shape[:2] == (3, 3)
-        and x.shape.is_fully_defined()
-        and cpu.runs_avx2_kernels()
-    )
+    return kernel.shape[:2] == (3, 3) and x.shape.is_fully_defined() and runs_in(x.dtype)
+
+
+def runs_in(dtype: tf.DType | str) -> bool:
+    """Whether 3x3 convolutions in `dtype` run by Winograd on this machine: float32 on oneDNN's
+    AVX2 kernels (`cpu.runs_avx2_kernels`), where that was measured faster.
+
+    On an AVX2 AMD EPYC (Zen 2), float32, batch 128, 227 px: the training step 1.2x the direct
+    convolution's images a second (BUILD_NOTES); at the demo's 67 px, where conv3-conv5 are 3x3
+    maps, equal within noise. Its tiles are XLA loops over memory, and AVX512 and AMX CPUs (whose
+    oneDNN kernels run near their matmul ceiling) and GPUs were not measured, so they keep the
+    direct convolution.
+    """
+    return tf.as_dtype(dtype) == tf.float32 and cpu.runs_avx2_kernels()
 
 
 def conv3x3(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
