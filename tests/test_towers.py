@@ -15,6 +15,7 @@ import tensorflow as tf
 from executed_placement import trace
 
 from alexnet_keras.config import TrainConfig
+from alexnet_keras.layers import winograd
 from alexnet_keras.model import build_alexnet
 from alexnet_keras.training import device_input, strategies, trainer
 
@@ -42,26 +43,34 @@ def _batch(n=BATCH, seed=0):
     return images, (np.arange(n) % CLASSES).astype(np.int32)
 
 
-@pytest.fixture(scope="module")
-def towers_step(tmp_path_factory):
-    """One towers training step of the real compiled model, traced on the executed graph."""
-    model = trainer.compile_alexnet(_config(), CLASSES, TOWERS, replicas=1)
-    data = tf.data.Dataset.from_tensors(_batch()).repeat()
-    placement = trace(
-        lambda: model.fit(data, steps_per_epoch=1, verbose=0),
-        dump_root=str(tmp_path_factory.mktemp("dump")),
-    )
-    return model, placement
+@pytest.fixture(scope="module", params=["direct", "winograd"])
+def towers_step(request, tmp_path_factory):
+    """One towers training step of the real compiled model, traced on the executed graph, with
+    conv3-conv5 as TF's convolutions and as Winograd's batched matmuls (AVX2 CPUs' form)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(winograd, "runs_in", lambda dtype: request.param == "winograd")
+        model = trainer.compile_alexnet(_config(), CLASSES, TOWERS, replicas=1)
+        data = tf.data.Dataset.from_tensors(_batch()).repeat()
+        placement = trace(
+            lambda: model.fit(data, steps_per_epoch=1, verbose=0),
+            dump_root=str(tmp_path_factory.mktemp("dump")),
+        )
+    return model, placement, request.param
 
 
 def test_every_heavy_op_family_runs_half_on_each_device(towers_step):
-    _, placement = towers_step
+    _, placement, form = towers_step
     counts = placement.devices_by_type()
-    for op_type, shares in placement.work_by_type(HEAVY).items():
+    # Winograd's conv3-conv5: a batched matmul forward and one per gradient, in each column.
+    heavy = (*HEAVY, "BatchMatMulV2") if form == "winograd" else HEAVY
+    for op_type, shares in placement.work_by_type(heavy).items():
         assert set(shares) == {"CPU:0", "CPU:1"}, op_type
         assert shares["CPU:0"] == pytest.approx(0.5, abs=0.02), (op_type, shares)
         assert counts[op_type]["CPU:0"] == counts[op_type]["CPU:1"], (op_type, counts[op_type])
-    assert counts["Conv2DBackpropFilter"] == {"CPU:0": 5, "CPU:1": 5}
+    direct = 2 if form == "winograd" else 5  # conv1 and conv2 (and conv3-conv5).
+    assert counts["Conv2DBackpropFilter"] == {"CPU:0": direct, "CPU:1": direct}
+    if form == "winograd":
+        assert counts["BatchMatMulV2"] == {"CPU:0": 9, "CPU:1": 9}
     # conv3-conv5, fc6 and fc7: conv1's and conv2's ReLU gradients run inside lrn1/lrn2's.
     assert counts["ReluGrad"] == {"CPU:0": 5, "CPU:1": 5}
     # conv2-conv5 need input gradients. TF's Conv2D gradient also builds conv1's, which feeds
@@ -72,11 +81,11 @@ def test_every_heavy_op_family_runs_half_on_each_device(towers_step):
         for i, op in enumerate(placement.ops)
         if op.type == "Conv2DBackpropInput" and i in consumed
     )
-    assert live == {"CPU:0": 4, "CPU:1": 4}
+    assert live == {"CPU:0": direct - 1, "CPU:1": direct - 1}
 
 
 def test_updates_run_next_to_their_variables(towers_step):
-    model, placement = towers_step
+    model, placement, _ = towers_step
     for variable in model.trainable_variables:
         column = variable.path.rsplit("_", 1)[-1]
         assert variable.value.device.endswith(f"CPU:{column}"), variable.path
@@ -98,7 +107,7 @@ def _layer(op_name):
 
 def test_only_the_papers_exchanges_cross_devices(towers_step):
     """Sec. 3.2: the columns meet at conv3's input and the fc layers; the images feed both."""
-    _, placement = towers_step
+    _, placement, _ = towers_step
     sent = collections.Counter()  # TF sends a tensor once to each device that reads it.
     seen = set()
     for c in placement.crossings():
