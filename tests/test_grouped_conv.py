@@ -12,8 +12,7 @@ import pytest
 import tensorflow as tf
 from train_helpers import REPO
 
-from alexnet_keras import cpu
-from alexnet_keras.layers import GroupedConv2D, GroupedMaxPool2D, columns, grouped_conv
+from alexnet_keras.layers import GroupedConv2D, GroupedMaxPool2D, columns, grouped_conv, winograd
 from alexnet_keras.layers.grouped_conv import space_to_depth_conv
 
 # (kernel, strides, padding) of AlexNet's convolutions.
@@ -322,7 +321,7 @@ def test_grouped_kernel_only_where_tf_runs_one_and_never_in_a_saved_model(monkey
     """conv2 as one grouped Conv2D (96 input channels, kernel reads 48) where oneDNN runs it,
     else one Conv2D per group; traced for a SavedModel, always one per group."""
     monkeypatch.setattr(grouped_conv, "native_grouped_kernels", lambda dtype: native)
-    monkeypatch.setattr(cpu, "runs_avx2_kernels", lambda: False)  # conv3 direct, not Winograd.
+    monkeypatch.setattr(winograd, "runs_in", lambda dtype: False)  # conv3 direct, not Winograd.
     layer = GroupedConv2D(256, 5, padding="same", groups=2)
     layer.build((1, 27, 27, 96))
     assert _conv2d_channels(layer, (1, 27, 27, 96)) == ([(96, 48)] if native else [(48, 48)] * 2)
