@@ -21,6 +21,8 @@ LRN_FORMS = ("paper", "caffe")
 DISTRIBUTIONS = ("auto", "one_device", "mirrored", "towers", "multi_worker")
 MIXED_PRECISIONS = ("auto", "none", "float16", "bfloat16")
 INPUT_DTYPES = ("auto", "float32", "uint8")
+# How float32 conv3-conv5 run: auto is Winograd where measured faster (AVX2-only CPUs), else direct.
+CONV3X3_ALGORITHMS = ("auto", "direct", "winograd")
 LR_SCHEDULES = ("plateau", "step", "constant")
 KERNEL_INITIALIZERS = ("paper", "he_normal", "glorot_uniform")
 BIAS_INITIALIZERS = ("paper", "zeros")
@@ -65,6 +67,7 @@ class TrainConfig:
     logical_devices: int = 0
     mixed_precision: str = "auto"  # bfloat16 on CPUs with native bf16, else float32.
     jit_compile: bool = False
+    conv3x3_algorithm: str = "auto"  # Winograd F(2x2, 3x3) or TF's convolution; same sums.
     seed: int | None = None
     deterministic: bool = False
     strict_data: bool = False
@@ -87,6 +90,7 @@ class TrainConfig:
         _check_choice(self, "distribution", DISTRIBUTIONS)
         _check_choice(self, "mixed_precision", MIXED_PRECISIONS)
         _check_choice(self, "input_dtype", INPUT_DTYPES)
+        _check_choice(self, "conv3x3_algorithm", CONV3X3_ALGORITHMS)
         _check_choice(self, "lr_schedule", LR_SCHEDULES)
         _check_choice(self, "kernel_initializer", KERNEL_INITIALIZERS)
         _check_choice(self, "bias_initializer", BIAS_INITIALIZERS)

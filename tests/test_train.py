@@ -21,6 +21,7 @@ from train_helpers import (
 )
 
 from alexnet_keras.data import stats
+from alexnet_keras.layers import winograd
 from alexnet_keras.run_dir import load_run
 from alexnet_keras.training import callbacks as cb
 from alexnet_keras.training import evaluation
@@ -51,9 +52,20 @@ def _assert_run_outputs(model_dir, metrics, final_step):
 
 
 def test_one_device(tmp_path):
-    config = tiny_config(tmp_path, epochs=2)
-    metrics = run(config, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(steps=3))
+    # The run also holds --conv3x3_algorithm (the one this machine's "auto" would not pick) while
+    # it traces and trains, and leaves the process's setting as it found it.
+    algorithm = "direct" if winograd.runs_in("float32") else "winograd"
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_begin=lambda logs: seen.append(winograd.algorithm()),
+        on_train_end=lambda logs: seen.append(winograd.runs_in("float32")),
+    )
+    config = tiny_config(tmp_path, epochs=2, conv3x3_algorithm=algorithm)
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    metrics = run(config, strategy, tiny_datasets(steps=3), callbacks=[record])
     _assert_run_outputs(tmp_path, metrics, final_step=6)
+    assert seen == [algorithm, algorithm == "winograd"]
+    assert winograd.algorithm() == "auto"
 
 
 @pytest.mark.parametrize("distribution", ["one_device", "mirrored"])

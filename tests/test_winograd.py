@@ -87,6 +87,27 @@ def test_applies_only_where_it_was_measured_faster(monkeypatch):
     unknown_batch.get_concrete_function()
 
 
+def test_the_algorithm_setting_overrides_the_cpu_rule_in_float32_only(monkeypatch):
+    monkeypatch.setattr(winograd, "_algorithm", "auto")  # Restored after the test.
+    layer = GroupedConv2D(12, 3, padding="same", groups=2)
+    layer.build((4, 13, 13, 8))
+
+    def conv_ops(dtype="float32"):
+        return traced_ops(layer, tf.TensorSpec((4, 13, 13, 8), dtype)) & {"Conv2D", "BatchMatMulV2"}
+
+    monkeypatch.setattr(cpu, "runs_avx2_kernels", lambda: False)
+    assert winograd.algorithm() == "auto" and conv_ops() == {"Conv2D"}
+    winograd.set_algorithm("winograd")
+    assert winograd.algorithm() == "winograd" and conv_ops() == {"BatchMatMulV2"}
+    assert not winograd.runs_in("bfloat16")  # bf16 tiles would round the transforms' sums.
+    monkeypatch.setattr(cpu, "runs_avx2_kernels", lambda: True)
+    winograd.set_algorithm("direct")
+    assert conv_ops() == {"Conv2D"} and not winograd.runs_in("float32")
+    with pytest.raises(ValueError, match=r"--conv3x3_algorithm=fft .*auto, direct, winograd"):
+        winograd.set_algorithm("fft")
+    assert winograd.algorithm() == "direct"
+
+
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("padding", ["same", 1])  # The paper's and torchvision's conv3-conv5.
 def test_layer_runs_winograd_where_it_applies_and_keeps_its_result(monkeypatch, groups, padding):

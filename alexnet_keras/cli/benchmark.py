@@ -34,7 +34,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from alexnet_keras import flops, run_dir  # noqa: E402
-from alexnet_keras.config import TrainConfig  # noqa: E402
+from alexnet_keras.config import CONV3X3_ALGORITHMS, TrainConfig  # noqa: E402
 from alexnet_keras.data import pipeline, stats  # noqa: E402
 from alexnet_keras.layers import winograd  # noqa: E402
 from alexnet_keras.serving import signatures  # noqa: E402
@@ -60,6 +60,12 @@ _DISTRIBUTION = flags.DEFINE_enum(
 _DEVICES = flags.DEFINE_list("devices", [], "As the training flag.")
 _LOGICAL = flags.DEFINE_integer("logical_devices", 0, "As the training flag.")
 _JIT = flags.DEFINE_bool("jit_compile", False, "XLA, as the training flag.")
+_CONV3X3 = flags.DEFINE_enum(
+    "conv3x3_algorithm",
+    "auto",
+    list(CONV3X3_ALGORITHMS),
+    "As the training flag: time winograd against direct on your CPU.",
+)
 _JPEGS = flags.DEFINE_integer("jpegs", 256, "Synthetic 500x375 JPEGs for the end-to-end run.")
 _JSON = flags.DEFINE_string("json", None, "Also write the figures to this JSON file.")
 _PROFILE_DIR = flags.DEFINE_string(
@@ -219,10 +225,12 @@ def _main(argv: list[str]) -> None:
         devices=tuple(_DEVICES.value),
         mixed_precision=_PRECISION.value,
         jit_compile=_JIT.value,
+        conv3x3_algorithm=_CONV3X3.value,
         logical_devices=_LOGICAL.value,
     )
     strategy, towers = strategies.make_strategy(config.distribution, config.devices)
     precision.set_precision(config.mixed_precision)
+    winograd.set_algorithm(config.conv3x3_algorithm)
     figures["precision"] = precision.resolve_precision(config.mixed_precision)
     figures["cpu"] = _cpu_name()
     figures["gemm_gflops_float32"] = gemm_gflops("float32")

@@ -176,6 +176,15 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_bool(
         "jit_compile", _D.jit_compile, "XLA on one device (off when distributed).", **fv
     )
+    flags.DEFINE_enum(
+        "conv3x3_algorithm",
+        _D.conv3x3_algorithm,
+        config_lib.CONV3X3_ALGORITHMS,
+        "How float32 conv3-conv5 run: winograd (F(2x2, 3x3): ~half the multiply-adds, the same "
+        "sums in another order), direct (TF's convolution), or auto: Winograd on AVX2-only CPUs, "
+        "where it was measured faster, else direct. Time yours with tools/benchmark.py.",
+        **fv,
+    )
     flags.DEFINE_integer(
         "seed", _D.seed, "Seed for initialization, shuffling and augmentation.", **fv
     )

@@ -22,7 +22,8 @@ from alexnet_keras.data.stats import DatasetStats
 FREE = frozenset({
     "data_dir", "manual_dir", "model_dir", "checkpoint_every_steps", "steps_per_execution",
     "strict_data",
-    "distribution", "devices", "logical_devices", "jit_compile", "deterministic",
+    "distribution", "devices", "logical_devices", "jit_compile", "conv3x3_algorithm",
+    "deterministic",
 })  # fmt: skip
 # The same run, continued with other values: accepted with --allow_changes=NAME,...
 ALLOWED_CHANGES = (

@@ -26,6 +26,7 @@ from absl import logging
 from alexnet_keras import run_dir
 from alexnet_keras.config import TrainConfig
 from alexnet_keras.data import pipeline, sources, stats
+from alexnet_keras.layers import winograd
 from alexnet_keras.model import build_alexnet
 from alexnet_keras.training import callbacks as cb
 from alexnet_keras.training import (
@@ -161,14 +162,16 @@ def run(
     """Trains (or resumes) per `config`, evaluates, writes metrics.json and returns the metrics.
 
     `allow_changes` names the recorded settings a resumed run may change (see `resume.py`);
-    `callbacks` run after the run's own. The mixed-precision policy the run sets is restored
-    afterwards, so a run leaves no global state behind in the calling process.
+    `callbacks` run after the run's own. The mixed-precision policy and conv3x3 algorithm the run
+    sets are restored afterwards, so a run leaves no global state behind in the calling process.
     """
     previous_policy = keras.mixed_precision.global_policy()
+    previous_algorithm = winograd.algorithm()
     try:
         return _run(config, strategy, datasets, tuple(allow_changes), list(callbacks))
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+        winograd.set_algorithm(previous_algorithm)
 
 
 def _run(
@@ -196,6 +199,7 @@ def _run(
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         data_seed = strategies.chiefs_value(strategy, data_seed)  # One order for all workers.
     precision.set_precision(config.mixed_precision)
+    winograd.set_algorithm(config.conv3x3_algorithm)
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     if config.deterministic:
