@@ -26,6 +26,10 @@ RESIZE_SIZE = 256
 IMAGE_SIZE = 227
 MIN_IMAGE_SIZE = 67  # The smallest square input for which pool5 is still at least 1x1.
 
+# How float32 conv3-conv5 run (--conv3x3_algorithm, layers/winograd.py): auto is Winograd
+# F(2x2, 3x3) where it was measured faster (AVX2-only CPUs), else TF's direct convolution.
+CONV3X3_ALGORITHMS = ("auto", "direct", "winograd")
+
 NUM_CLASSES = 1000
 NUM_PARAMETERS = 60_965_224  # With NUM_CLASSES classes, two groups and 227x227x3 input.
 

@@ -33,8 +33,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from alexnet_keras import flops, run_dir  # noqa: E402
-from alexnet_keras.config import CONV3X3_ALGORITHMS, TrainConfig  # noqa: E402
+from alexnet_keras import constants, flops, run_dir  # noqa: E402
+from alexnet_keras.config import TrainConfig  # noqa: E402
 from alexnet_keras.data import pipeline, stats  # noqa: E402
 from alexnet_keras.layers import winograd  # noqa: E402
 from alexnet_keras.serving import signatures  # noqa: E402
@@ -63,7 +63,7 @@ _JIT = flags.DEFINE_bool("jit_compile", False, "XLA, as the training flag.")
 _CONV3X3 = flags.DEFINE_enum(
     "conv3x3_algorithm",
     "auto",
-    list(CONV3X3_ALGORITHMS),
+    list(constants.CONV3X3_ALGORITHMS),
     "As the training flag: time winograd against direct on your CPU.",
 )
 _JPEGS = flags.DEFINE_integer("jpegs", 256, "Synthetic 500x375 JPEGs for the end-to-end run.")

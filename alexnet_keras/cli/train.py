@@ -14,6 +14,7 @@ import sys
 from absl import app, flags
 
 from alexnet_keras import config as config_lib
+from alexnet_keras import constants
 from alexnet_keras.cli import common
 
 _D = config_lib.TrainConfig()  # The defaults, in one place.
@@ -179,7 +180,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_enum(
         "conv3x3_algorithm",
         _D.conv3x3_algorithm,
-        config_lib.CONV3X3_ALGORITHMS,
+        constants.CONV3X3_ALGORITHMS,
         "How float32 conv3-conv5 run: winograd (F(2x2, 3x3): ~half the multiply-adds, the same "
         "sums in another order), direct (TF's convolution), or auto: Winograd on AVX2-only CPUs, "
         "where it was measured faster, else direct. Time yours with tools/benchmark.py.",

@@ -15,15 +15,14 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from alexnet_keras import cpu
-from alexnet_keras.config import CONV3X3_ALGORITHMS
+from alexnet_keras import constants, cpu
 
 # Y = A^T [(G g G^T) * (B^T d B)] A for a 4x4 input tile d and a 3x3 kernel g (Lavin and Gray,
 # Sec. 4.1). Only B^T and A^T are applied by hand below (their entries are 0 and +-1); the
 # kernel's G has halves.
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)
 
-_algorithm = "auto"  # set_algorithm's; one of config.CONV3X3_ALGORITHMS.
+_algorithm = "auto"  # set_algorithm's; one of constants.CONV3X3_ALGORITHMS.
 
 
 def _input_rows(d: list[tf.Tensor]) -> list[tf.Tensor]:
@@ -65,10 +64,10 @@ def set_algorithm(algorithm: str) -> None:
     "auto" (Winograd where measured faster), "direct" (TF's convolution) or "winograd"
     (`--conv3x3_algorithm`; a global, as Keras's dtype policy, since it is no part of the model)."""
     global _algorithm
-    if algorithm not in CONV3X3_ALGORITHMS:
+    if algorithm not in constants.CONV3X3_ALGORITHMS:
         raise ValueError(
             f"--conv3x3_algorithm={algorithm} is invalid: expected one of "
-            f"{', '.join(CONV3X3_ALGORITHMS)}."
+            f"{', '.join(constants.CONV3X3_ALGORITHMS)}."
         )
     _algorithm = algorithm
 
