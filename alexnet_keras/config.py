@@ -13,6 +13,9 @@ import os
 from alexnet_keras import constants
 
 DEFAULT_MODEL_DIR = os.path.join("runs", "alexnet")  # Where train writes and export reads.
+DEFAULT_EXPORT_BASE = "exports"  # Where export writes <model_name>/<version>/, TF Serving's layout.
+DEFAULT_MODEL_NAME = "alexnet"
+DEFAULT_SAVED_MODEL = os.path.join(DEFAULT_EXPORT_BASE, DEFAULT_MODEL_NAME)  # What predict reads.
 # The network: the paper's (Fig. 2) or torchvision's "one weird trick" variant (for its weights).
 ARCHITECTURES = ("paper", "torchvision")
 # LRN's formula: the paper's (k=2, alpha not divided by n, within a column) or Caffe's (k=1,
@@ -25,6 +28,20 @@ LR_SCHEDULES = ("plateau", "step", "constant")
 KERNEL_INITIALIZERS = ("paper", "he_normal", "glorot_uniform")
 BIAS_INITIALIZERS = ("paper", "zeros")
 CHECKPOINTS = ("best", "last")
+
+# Resuming a run (training/resume.py): what may differ from the recorded config. Where and how
+# the run executes, not what it computes:
+FREE = frozenset({
+    "data_dir", "manual_dir", "model_dir", "checkpoint_every_steps", "steps_per_execution",
+    "strict_data",
+    "distribution", "devices", "logical_devices", "jit_compile", "kernels",
+    "deterministic",
+})  # fmt: skip
+# The same run, continued with other values: accepted with --allow_changes=NAME,...
+ALLOWED_CHANGES = (
+    "epochs", "ten_crop_eval", "final_checkpoint", "validation_steps", "plateau_patience",
+    "max_lr_drops", "lr_boundaries", "mixed_precision", "input_dtype",
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,11 +67,13 @@ class TrainConfig:
     max_lr_drops: int = 3
     lr_boundaries: tuple[int, ...] = (30, 60, 80)  # Epochs, for lr_schedule=step.
     dropout: float = 0.5
+    fc_units: int = constants.FC_UNITS
     input_scale: float = 1.0
     groups: int = 2
     use_lrn: bool = True
     architecture: str = "paper"
     lrn_form: str = "paper"
+    dropout_form: str = "paper"  # Sec. 4.2: outputs times 1 - rate at test time.
     kernel_initializer: str = "paper"
     bias_initializer: str = "paper"
     augment: bool = True
@@ -65,7 +84,7 @@ class TrainConfig:
     logical_devices: int = 0
     mixed_precision: str = "auto"  # bfloat16 on CPUs with native bf16, else float32.
     jit_compile: bool = False
-    conv3x3_algorithm: str = "auto"  # Winograd F(2x2, 3x3) or TF's convolution; same sums.
+    kernels: str = "auto"  # Faster TF kernels for the same layers (alexnet_keras.kernels).
     seed: int | None = None
     deterministic: bool = False
     strict_data: bool = False
@@ -80,7 +99,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_positive(
             self, "image_size", "batch_size", "epochs", "checkpoint_every_steps",
-            "steps_per_execution",
+            "steps_per_execution", "fc_units",
         )  # fmt: skip
         _check_positive(self, "steps_per_epoch", "validation_steps", "resize_size", optional=True)
         _check_choice(self, "architecture", ARCHITECTURES)
@@ -88,7 +107,8 @@ class TrainConfig:
         _check_choice(self, "distribution", DISTRIBUTIONS)
         _check_choice(self, "mixed_precision", MIXED_PRECISIONS)
         _check_choice(self, "input_dtype", INPUT_DTYPES)
-        _check_choice(self, "conv3x3_algorithm", constants.CONV3X3_ALGORITHMS)
+        _check_choice(self, "dropout_form", constants.DROPOUT_FORMS)
+        _check_kernels(self.kernels)
         _check_choice(self, "lr_schedule", LR_SCHEDULES)
         _check_choice(self, "kernel_initializer", KERNEL_INITIALIZERS)
         _check_choice(self, "bias_initializer", BIAS_INITIALIZERS)
@@ -128,6 +148,14 @@ class TrainConfig:
             _fail("use_lrn", self.use_lrn, "False (--nouse_lrn) with --architecture=torchvision")
         if self.lrn_form == "caffe" and not self.use_lrn:
             _fail("lrn_form", self.lrn_form, "paper with --nouse_lrn (there is no LRN to choose)")
+        if self.mixed_precision == "float16" and self.distribution == "towers":
+            _fail(
+                "mixed_precision",
+                self.mixed_precision,
+                "none, bfloat16 or auto with --distribution=towers: float16's loss scaling "
+                "checks every gradient inside one conditional, which gathers the second column's "
+                "gradients on the first device and back each step (the executed graph showed it)",
+            )
         if self.lrn_form == "caffe" and self.distribution == "towers":
             _fail(
                 "lrn_form",
@@ -154,10 +182,12 @@ class TrainConfig:
         return dict(
             input_shape=(self.image_size, self.image_size, 3),
             dropout=self.dropout,
+            fc_units=self.fc_units,
             groups=self.groups,
             use_lrn=self.use_lrn,
             architecture=self.architecture,
             lrn_form=self.lrn_form,
+            dropout_form=self.dropout_form,
             kernel_initializer=self.kernel_initializer,
             bias_initializer=self.bias_initializer,
             seed=self.seed,
@@ -175,6 +205,8 @@ class TrainConfig:
             if name in values:
                 values[name] = tuple(values[name])
         values.setdefault("input_dtype", "float32")  # Runs from before the flag sent float32.
+        values.setdefault("dropout_form", "inverted")  # Runs from before the flag: Keras's form.
+        values.pop("conv3x3_algorithm", None)  # Replaced by --kernels (how, not what, it computes).
         return cls(**values)
 
 
@@ -189,6 +221,12 @@ def _check_positive(config: TrainConfig, *names: str, optional: bool = False) ->
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             _fail(name, value, "a positive integer")
+
+
+def _check_kernels(kernels: str) -> None:
+    names = kernels.split(",")
+    if kernels not in ("auto", "reference") and not set(names) <= set(constants.KERNELS):
+        _fail("kernels", kernels, f"auto, reference or some of {', '.join(constants.KERNELS)}")
 
 
 def _check_choice(config: TrainConfig, name: str, choices: tuple[str, ...]) -> None:

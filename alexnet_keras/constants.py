@@ -26,11 +26,19 @@ RESIZE_SIZE = 256
 IMAGE_SIZE = 227
 MIN_IMAGE_SIZE = 67  # The smallest square input for which pool5 is still at least 1x1.
 
-# How float32 conv3-conv5 run (--conv3x3_algorithm, layers/winograd.py): auto is Winograd
-# F(2x2, 3x3) where it was measured faster (AVX2-only CPUs), else TF's direct convolution.
-CONV3X3_ALGORITHMS = ("auto", "direct", "winograd")
+# Sec. 4.2: dropout zeroes units while training and multiplies every output by 1 - rate at test
+# time ("paper"); Keras, Caffe and torch divide the kept units by 1 - rate while training instead
+# ("inverted"), and their weights need that form.
+DROPOUT_FORMS = ("paper", "inverted")
+
+# The faster TensorFlow kernels `--kernels` can switch on (alexnet_keras/kernels/__init__.py says
+# what each is); `auto` picks them for the host, `reference` runs every layer's own `call`.
+KERNELS = (
+    "lrn", "portable_lrn", "grouped_conv", "conv1_space_to_depth", "winograd", "bias_add",
+)  # fmt: skip
 
 NUM_CLASSES = 1000
+FC_UNITS = 4096  # fc6 and fc7 (Sec. 3.5), 2048 on each GPU.
 NUM_PARAMETERS = 60_965_224  # With NUM_CLASSES classes, two groups and 227x227x3 input.
 
 # Caffe's bvlc_alexnet input: BGR pixels on the 0..255 scale minus the mean. The per-channel mean

@@ -1,4 +1,8 @@
-"""What the host CPU offers, from /proc/cpuinfo: the facts precision and kernel choices rest on."""
+"""What the host CPU offers, from /proc/cpuinfo: the facts precision and kernel choices rest on.
+
+Each function reads this machine's /proc/cpuinfo, or the text (or flags) it is given, so the
+rules built on them can be tested with any CPU's description.
+"""
 
 from __future__ import annotations
 
@@ -15,31 +19,25 @@ def _info() -> str:
         return ""
 
 
-def flags() -> frozenset[str]:
+def flags(cpuinfo: str | None = None) -> frozenset[str]:
     """The first CPU's feature flags (`avx2`, `avx512f`, `amx_bf16`, ...); empty if unknown."""
-    found = re.search(r"^flags\s*:(.*)$", _info(), re.MULTILINE)
+    found = re.search(r"^flags\s*:(.*)$", _info() if cpuinfo is None else cpuinfo, re.MULTILINE)
     return frozenset(found.group(1).split()) if found else frozenset()
 
 
-def name() -> str:
+def name(cpuinfo: str | None = None) -> str:
     """The CPU's model name, or "unknown"."""
-    found = re.search(r"^model name\s*:\s*(.*)$", _info(), re.MULTILINE)
+    text = _info() if cpuinfo is None else cpuinfo
+    found = re.search(r"^model name\s*:\s*(.*)$", text, re.MULTILINE)
     return found.group(1).strip() if found else "unknown"
 
 
-def has_native_bfloat16() -> bool:
+def has_native_bfloat16(cpu_flags: frozenset[str] | None = None) -> bool:
     """Whether the CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX)."""
-    return bool(flags() & {"avx512_bf16", "amx_bf16"})
+    return bool((flags() if cpu_flags is None else cpu_flags) & {"avx512_bf16", "amx_bf16"})
 
 
-def is_avx2_only() -> bool:
+def is_avx2_only(cpu_flags: frozenset[str] | None = None) -> bool:
     """Whether the widest vector unit is AVX2 (no AVX512): oneDNN then runs its AVX2 kernels."""
-    return "avx2" in flags() and "avx512f" not in flags()
-
-
-@functools.cache
-def runs_avx2_kernels() -> bool:
-    """Whether ops run on an AVX2-only CPU with no GPU: the case oneDNN's AVX2 kernels decide."""
-    import tensorflow as tf  # Not at the top: `alexnet_keras` sets TF's options before it loads.
-
-    return is_avx2_only() and not tf.config.list_physical_devices("GPU")
+    cpu_flags = flags() if cpu_flags is None else cpu_flags
+    return "avx2" in cpu_flags and "avx512f" not in cpu_flags

@@ -48,16 +48,18 @@ def build_alexnet(
     num_classes: int = constants.NUM_CLASSES,
     input_shape: Sequence[int] | None = None,
     dropout: float = 0.5,
+    fc_units: int = constants.FC_UNITS,
     groups: int = 2,
     use_lrn: bool = True,
     architecture: str = "paper",
     lrn_form: str = "paper",
-    tower_devices: Sequence[str] | None = None,
+    dropout_form: str = "paper",
     kernel_initializer: str = "paper",
     bias_initializer: str = "paper",
     seed: int | None = None,
     input_scale: float = 1.0,
     name: str = "alexnet",
+    kernel_policy: object = None,
 ) -> keras.Model:
     """Builds the paper's AlexNet or a published variant; the model outputs float32 logits
     (serving adds the softmax).
@@ -77,13 +79,13 @@ def build_alexnet(
     3.2); fc6-fc8 are split by output units into the two columns (as fc6 and fc7 were on the
     paper's GPUs), each unit reading both columns. Each column's weights are their own draw.
     `groups=1` is the one-column net (same parameter count for conv1, conv3 and fc, more for the
-    grouped layers). `tower_devices` places column g, forward and backward, on `tower_devices[g]`
-    (the paper's model parallelism; layers then exchange per-column tensor lists).
+    grouped layers). `training/towers.py` runs column g, forward and backward, on its own device
+    (the paper's model parallelism).
 
     `lrn_form="caffe"` is Caffe's bvlc_alexnet: the paper's net with Caffe's LRN (k=1, alpha 1e-4
     divided by n=5, beta 0.75) across ALL channels of both columns, as bvlc_alexnet ran on one GPU;
-    convolutions keep the paper's grouping. 60,965,224 parameters. Under `tower_devices` that LRN
-    would need an exchange between the columns the paper never made, so it is refused.
+    convolutions keep the paper's grouping. 60,965,224 parameters. On the paper's two devices that
+    LRN would need an exchange between the columns the paper never made, so towers refuse it.
 
     `architecture="torchvision"` is torchvision's `alexnet()`: conv1 64@11x11/4 padding 2, pool,
     conv2 192@5x5 padding 2, pool, conv3 384, conv4 256, conv5 256 (3x3, padding 1), pool5,
@@ -96,11 +98,15 @@ def build_alexnet(
         num_classes: size of fc8.
         input_shape: `(size, size, 3)`, size >= 67; default 227 (paper), 224 (torchvision).
         dropout: rate of drop6 and drop7 (torchvision: drop5 and drop6); paper: 0.5.
+        fc_units: units of fc6 and fc7 (paper: 4096); fewer make small nets for small data
+            and the test suite's tiny runs.
         groups: 1 or 2 columns (2 = paper).
         use_lrn: whether lrn1 and lrn2 are present (identity layers are not inserted).
         architecture: "paper" (Fig. 2) or "torchvision".
         lrn_form: "paper" (Sec. 3.3, within a column) or "caffe" (bvlc_alexnet's).
-        tower_devices: optional device per column.
+        dropout_form: "paper" (Sec. 4.2: outputs times 1 - rate at test time) or "inverted"
+            (kept units divided by 1 - rate while training: Keras, Caffe and torch, whose
+            imported weights need it); see `ColumnDropout`.
         kernel_initializer: "paper" (N(0, 0.01)), "he_normal" or "glorot_uniform".
         bias_initializer: "paper" (1 in conv2, conv4, conv5, fc6, fc7; 0 elsewhere) or "zeros".
         seed: makes the initialization reproducible.
@@ -108,6 +114,9 @@ def build_alexnet(
             Glorot initializers assume unit-scale inputs, so pair them with ~1/64. Part of the
             model, so serving applies it too.
         name: model name.
+        kernel_policy: an `alexnet_keras.kernels.KernelPolicy` (TensorFlow only): faster
+            kernels for the same result, chosen by the training command; None keeps every
+            layer's reference `call` (what export, evaluation and the other backends run).
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(
@@ -134,27 +143,28 @@ def build_alexnet(
         raise ValueError(
             f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes}"
         )
+    if not isinstance(fc_units, int) or fc_units < groups:
+        raise ValueError(
+            f"`fc_units` must be an integer >= groups ({groups}). Received: fc_units={fc_units}"
+        )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
     if groups not in (1, 2):
         raise ValueError(f"`groups` must be 1 or 2. Received: groups={groups}")
-    if torchvision and (groups != 1 or use_lrn or tower_devices is not None):
+    if torchvision and (groups != 1 or use_lrn):
         raise ValueError(
-            "architecture='torchvision' is one column without LRN: pass groups=1, use_lrn=False "
-            f"and no tower_devices. Received: groups={groups}, use_lrn={use_lrn}, "
-            f"tower_devices={tower_devices}"
+            "architecture='torchvision' is one column without LRN: pass groups=1 and "
+            f"use_lrn=False. Received: groups={groups}, use_lrn={use_lrn}"
         )
     if lrn_form == "caffe" and not use_lrn:
         raise ValueError(
             f"lrn_form='caffe' chooses the LRN formula, so it needs use_lrn=True. Received: "
             f"use_lrn={use_lrn}"
         )
-    if lrn_form == "caffe" and groups > 1 and tower_devices is not None:
+    if dropout_form not in constants.DROPOUT_FORMS:
         raise ValueError(
-            "lrn_form='caffe' normalizes across both columns, which under tower_devices needs an "
-            "exchange between the devices at lrn1 and lrn2 that the paper's layout never made "
-            "(Sec. 3.2); build it without tower_devices (one device or data parallel). "
-            f"Received: tower_devices={tower_devices}"
+            f"`dropout_form` must be one of {constants.DROPOUT_FORMS}. "
+            f"Received: dropout_form={dropout_form!r}"
         )
     if kernel_initializer not in KERNEL_INITIALIZERS:
         raise ValueError(
@@ -166,12 +176,6 @@ def build_alexnet(
             f"`bias_initializer` must be one of {BIAS_INITIALIZERS}. "
             f"Received: bias_initializer={bias_initializer!r}"
         )
-    if tower_devices is not None and len(tower_devices) != groups:
-        raise ValueError(
-            f"`tower_devices` must name one device per group ({groups}). "
-            f"Received: tower_devices={tower_devices}"
-        )
-    devices = tuple(tower_devices) if tower_devices else None
 
     def init(layer_name: str) -> dict:
         unit_bias = bias_initializer == "paper" and layer_name in constants.LAYERS_WITH_UNIT_BIAS
@@ -193,13 +197,11 @@ def build_alexnet(
     ) -> GroupedConv2D:
         return GroupedConv2D(
             filters, size, strides=strides, padding=padding, groups=groups, split_input=split_input,
-            activation=activation, devices=devices, name=layer_name, **init(layer_name),
+            activation=activation, name=layer_name, **init(layer_name),
         )  # fmt: skip
 
     def dense(layer_name: str, units: int, **kwargs) -> GroupedDense:
-        return GroupedDense(
-            units, groups=groups, devices=devices, name=layer_name, **init(layer_name), **kwargs
-        )
+        return GroupedDense(units, groups=groups, name=layer_name, **init(layer_name), **kwargs)
 
     def lrn(layer_name: str) -> Callable:
         if not use_lrn:
@@ -208,14 +210,15 @@ def build_alexnet(
             return LocalResponseNormalization(
                 constants.CAFFE_LRN_DEPTH_RADIUS, constants.CAFFE_LRN_K,
                 constants.CAFFE_LRN_ALPHA / constants.CAFFE_LRN_LOCAL_SIZE,
-                constants.CAFFE_LRN_BETA, groups=1, relu=True, devices=devices, name=layer_name,
+                constants.CAFFE_LRN_BETA, groups=1, relu=True, name=layer_name,
             )  # fmt: skip
-        return LocalResponseNormalization(
-            groups=groups, relu=True, devices=devices, name=layer_name
-        )
+        return LocalResponseNormalization(groups=groups, relu=True, name=layer_name)
 
     def pool(layer_name: str) -> GroupedMaxPool2D:
-        return GroupedMaxPool2D(3, 2, groups=groups, devices=devices, name=layer_name)
+        return GroupedMaxPool2D(3, 2, groups=groups, name=layer_name)
+
+    def drop(layer_name: str) -> ColumnDropout:
+        return ColumnDropout(dropout, form=dropout_form, name=layer_name)
 
     if not input_scale > 0:
         raise ValueError(f"`input_scale` must be positive. Received: input_scale={input_scale}")
@@ -231,12 +234,12 @@ def build_alexnet(
         x = conv("conv5", 256, 3)(conv("conv4", 256, 3)(conv("conv3", 384, 3)(x)))
         x = pool("pool5")(x)
         x = AdaptiveAveragePooling2D(constants.TORCHVISION_POOLED_SIZE, name="avgpool")(x)
-        x = ColumnDropout(dropout, name="drop5")(x)
-        x = dense("fc6", 4096, activation="relu")(x)
-        x = ColumnDropout(dropout, name="drop6")(x)
-        x = dense("fc7", 4096, activation="relu")(x)
+        x = drop("drop5")(x)
+        x = dense("fc6", fc_units, activation="relu")(x)
+        x = drop("drop6")(x)
+        x = dense("fc7", fc_units, activation="relu")(x)
         logits = dense("fc8", num_classes, dtype="float32")(x)
-        return keras.Model(images, logits, name=name)
+        return _with_kernels(keras.Model(images, logits, name=name), kernel_policy)
     # conv1 and conv3 read their whole input in both columns, so they are not grouped (Fig. 2).
     # With LRN, conv1's and conv2's ReLU runs inside lrn1/lrn2 (its gradient folded into theirs).
     activation = None if use_lrn else "relu"
@@ -251,11 +254,18 @@ def build_alexnet(
     x = conv("conv5", 256, 3)(x)
     x = pool("pool5")(x)
     # fc6-fc8 split by output units, every unit reading both columns (fc6 flattens pool5).
-    x = dense("fc6", 4096, activation="relu")(x)
-    x = ColumnDropout(dropout, devices=devices, name="drop6")(x)
-    x = dense("fc7", 4096, activation="relu")(x)
-    x = ColumnDropout(dropout, devices=devices, name="drop7")(x)
-    # Logits in float32 even under a mixed-precision policy, so the softmax and loss are stable;
-    # under towers they are gathered on the first device, where the loss is computed.
-    logits = dense("fc8", num_classes, dtype="float32", merge_columns=True)(x)
-    return keras.Model(images, logits, name=name)
+    x = dense("fc6", fc_units, activation="relu")(x)
+    x = drop("drop6")(x)
+    x = dense("fc7", fc_units, activation="relu")(x)
+    x = drop("drop7")(x)
+    # Logits in float32 even under a mixed-precision policy, so the softmax and loss are stable.
+    logits = dense("fc8", num_classes, dtype="float32")(x)
+    return _with_kernels(keras.Model(images, logits, name=name), kernel_policy)
+
+
+def _with_kernels(model: keras.Model, kernel_policy: object) -> keras.Model:
+    if kernel_policy is not None:
+        from alexnet_keras import kernels  # TensorFlow's: imported only when asked for.
+
+        kernels.apply(model, kernel_policy)
+    return model

@@ -20,6 +20,7 @@ import os
 import keras
 import numpy as np
 
+from alexnet_keras import keras_file, kernels
 from alexnet_keras.config import TrainConfig
 from alexnet_keras.data import stats as stats_lib
 from alexnet_keras.model import build_alexnet
@@ -82,14 +83,16 @@ def load_inference_model(
     """The trained network with no device pins, weights from a `.keras` checkpoint.
 
     Rebuilt from the run's config rather than deserialized, so a run trained under mixed bfloat16
-    or on pinned tower devices serves and evaluates in plain float32 on any one device. With
+    serves and evaluates in plain float32 on any device, with the layers' portable kernels (plain
+    TF ops, the same whatever machine builds it: `kernels.PORTABLE`); then compared
+    with the network the file describes, so nothing that config.json does not say is lost. With
     `precision="bfloat16"` the weights themselves are stored in bfloat16 (no per-call casts of
     61M weights), for CPUs and GPUs with bf16 units; LRN, fc8 (the logits) and the softmax stay
     float32.
 
     Raises:
-        FileNotFoundError / ValueError: naming `checkpoint` when it is missing, corrupt or from a
-            different architecture.
+        FileNotFoundError / ValueError: naming `checkpoint` when it is missing, corrupt, or holds
+            another network than `config` describes.
     """
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(
@@ -104,9 +107,19 @@ def load_inference_model(
     policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy(precision)  # Weights and compute (fc8 stays float32).
     try:
-        model = build_alexnet(num_classes=num_classes, **config.model_kwargs())
+        model = build_alexnet(
+            num_classes=num_classes, kernel_policy=kernels.PORTABLE, **config.model_kwargs()
+        )
     finally:
         keras.mixed_precision.set_dtype_policy(policy)
+    different = keras_file.differences(
+        keras_file.layer_configs(checkpoint), keras_file.model_layer_configs(model)
+    )
+    if different:
+        raise ValueError(
+            f"{checkpoint} holds another network than its run's config.json builds: "
+            f"{'; '.join(different)} (config.json: {_function_flags(config)})."
+        )
     try:
         model.load_weights(checkpoint)
     except Exception as error:  # Keras raises ValueError, zipfile.BadZipFile, OSError, ...
@@ -116,6 +129,11 @@ def load_inference_model(
             "use_lrn, number of classes)."
         ) from error
     return model
+
+
+def _function_flags(config: TrainConfig) -> str:
+    names = ("architecture", "lrn_form", "use_lrn", "groups", "input_scale", "dropout_form")
+    return ", ".join(f"--{name}={getattr(config, name)}" for name in names)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,40 +3,32 @@
 Multi-device code (MirroredStrategy, the paper's two-column "towers" placement) then runs for
 real on `/cpu:0` and `/cpu:1`, as it would on two GPUs. No test can download: the package's own
 download path is switched off for this process and every subprocess (ALEXNET_NO_DOWNLOADS), and
-any connection to a non-loopback address fails here at once. Temporary directories go as soon as
+any connection to, or DNS look-up of, a non-loopback host fails at once, here and in every
+subprocess (tests/no_network/sitecustomize.py). Temporary directories go as soon as
 they are done with (a full-size run directory is 0.3-1.5 GB), except those of failed tests.
 """
 
-import ipaddress
+import importlib.util
 import os
 import shutil
-import socket
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ["ALEXNET_NO_DOWNLOADS"] = "1"
-import alexnet_keras  # noqa: E402, F401  Before TensorFlow: the oneDNN default every command has.
-
-_connect = socket.socket.connect
-
-
-def _is_loopback(host):
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:  # A host name other than localhost.
-        return False
-
-
-def _loopback_only(self, address):
-    if isinstance(address, tuple) and not _is_loopback(address[0]):
-        raise OSError(f"Tests may not use the network (tried to connect to {address[0]}).")
-    return _connect(self, address)
-
-
-socket.socket.connect = _loopback_only
-
+# No network here nor in any process a test starts: tests/no_network/sitecustomize.py, which every
+# subprocess imports at start-up from PYTHONPATH, and which this process loads now.
+_NO_NETWORK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "no_network")
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_NO_NETWORK, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+)
+_spec = importlib.util.spec_from_file_location(
+    "no_network", os.path.join(_NO_NETWORK, "sitecustomize.py")
+)
+_spec.loader.exec_module(importlib.util.module_from_spec(_spec))
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+import alexnet_keras  # noqa: E402, F401  Before TensorFlow: the oneDNN default every command has.
 
 _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
@@ -67,13 +59,72 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+_SESSION = "session-"  # Directories of session fixtures: kept until the session ends.
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _module_directories_removed(tmp_path_factory):
     """Removes the directories a module's fixtures made once the module is done, so the suite
     never holds more than one module's files (`tmp_path_retention_policy = failed` in setup.cfg
-    already removes each passed test's own `tmp_path`)."""
+    already removes each passed test's own `tmp_path`); session fixtures' stay."""
     base = tmp_path_factory.getbasetemp()
     before = set(base.iterdir())
     yield
     for path in set(base.iterdir()) - before - _kept:
-        shutil.rmtree(path, ignore_errors=True)
+        if not path.name.startswith(_SESSION):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def random_run(tmp_path_factory):
+    """A tiny run directory as training writes it, with random weights (export_helpers)."""
+    from export_helpers import write_run_dir
+
+    return write_run_dir(str(tmp_path_factory.mktemp(_SESSION + "random_run")))
+
+
+@pytest.fixture(scope="session")
+def random_export(random_run, tmp_path_factory):
+    """`random_run` exported for TF Serving (no warmup file), shared by the modules that serve."""
+    from alexnet_keras.serving import export
+
+    base = str(tmp_path_factory.mktemp(_SESSION + "random_exports"))
+    return export.export_saved_model(export.resolve_source(random_run), base, write_warmup=False)
+
+
+def pytest_report_header(config):
+    """The CPU and the kernels --kernels=auto picks on it: the paths this run's training tests
+    take by default (every kernel is also tested forced, on every CPU, in test_kernels.py)."""
+    from alexnet_keras import cpu, kernels
+
+    units = sorted(cpu.flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+    lines = [f"cpu: {cpu.name()} ({', '.join(units) or 'no AVX2'})"]
+    for dtype in ("float32", "bfloat16"):
+        policy = kernels.resolve("auto", dtype)
+        lines.append(f"kernels=auto in {dtype}: {policy.describe()}")
+    return lines
+
+
+# In CI (CI=true) a skipped test fails the run, but for the one thing CI cannot have: a test must
+# not go green because torch or jax failed to install.
+_CI_MAY_SKIP = ("tensorflow_model_server is not on PATH",)
+_skipped = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if not any(allowed in reason for allowed in _CI_MAY_SKIP):
+            _skipped.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("CI") == "true" and _skipped and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if os.environ.get("CI") == "true" and _skipped:
+        terminalreporter.write_line("CI may not skip these tests:", red=True)
+        for line in _skipped:
+            terminalreporter.write_line(f"  {line}", red=True)

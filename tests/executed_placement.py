@@ -27,6 +27,9 @@ What tfdbg records, and what this module changes about it:
 * `tf.function(jit_compile=True)` bodies (and their backward functions) run as XLA clusters,
   where tfdbg's ops cannot compile: they are not instrumented, but each used output of the call
   op is, so the call is one record (PartitionedCall or StatefulPartitionedCall) on its device.
+  A call that returns nothing (an XLA update of variables, e.g. PaperSGD's fused kernel update)
+  reaches no op callback at all: `trace()` catches it where TF creates call ops, and a colocated
+  marker records it, with no outputs.
 * Other nested functions (backward functions, Keras' one_step_on_data) are inlined before
   placement and recorded in their own graph. tfdbg does not see _Send/_Recv (added after
   placement), so crossings are inferred: each input of a record is followed back through
@@ -47,7 +50,9 @@ from collections.abc import Callable, Iterable, Iterator
 
 import tensorflow as tf
 from tensorflow.python.debug.lib import debug_events_reader, dumping_callback
+from tensorflow.python.eager import context
 from tensorflow.python.eager import function as function_lib
+from tensorflow.python.eager.polymorphic_function import atomic_function
 from tensorflow.python.framework import op_callbacks
 from tensorflow.python.ops import control_flow_util, gen_debug_ops
 
@@ -145,9 +150,18 @@ def trace(fn: Callable[..., object], *args: object, dump_root: str) -> Placement
     hook = _colocating_hook(dumper)
     op_callbacks.remove_op_callback(dumper.callback)
     op_callbacks.add_op_callback(hook)
+    make_call = atomic_function.partitioned_call_op
+
+    def call_op(*call_args: object, **call_kwargs: object) -> tf.Operation:
+        op = make_call(*call_args, **call_kwargs)
+        hook.record_call(op)
+        return op
+
+    atomic_function.partitioned_call_op = call_op  # Graph call ops reach no op callback.
     try:
         fn(*args)
     finally:
+        atomic_function.partitioned_call_op = make_call
         # disable_dump_debug_info() would Close() the writer, after which running any function
         # instrumented here segfaults the process (TF 2.21): flush and unregister instead.
         writer.FlushNonExecutionFiles()
@@ -242,10 +256,39 @@ def _colocating_hook(dumper: dumping_callback._DumpingCallback) -> Callable[...,
         with next_to(graph, op):
             result = original(op_type, inputs, attrs, outputs, op_name=op_name, graph=graph)
         if not outputs and op_type != "NoOp":
-            with next_to(graph, op), graph.control_dependencies([op]):
-                watch(graph, op, 0, tf.zeros([0]))
+            mark(graph, op)
         return result
 
+    def mark(graph: tf.Graph, op: tf.Operation) -> None:
+        """Records `op`, which has no outputs, by a marker that runs after it, next to it."""
+        with next_to(graph, op), graph.control_dependencies([op]):
+            watch(graph, op, 0, tf.zeros([0]))
+
+    def record_call(call: tf.Operation) -> None:
+        """Records an XLA call without outputs (when this thread's dump is on): no callback
+        sees call ops, and `watch_calls` finds calls only through their outputs.
+
+        While TF adds the call, the caller's graph is in an XLA context of the call's own (that
+        is how the callee's graph knows it is compiled): whether the caller is compiled is
+        known from its outer graphs, or from its own ops seen before.
+        """
+        ctx, graph = context.context(), call.graph
+        if hook not in ctx.op_callbacks or ctx.invoking_op_callbacks:
+            return
+        outer = getattr(graph, "outer_graph", None)
+        if graph.name in xla_graphs or (
+            outer is not None and control_flow_util.GraphOrParentsInXlaContext(outer)
+        ):
+            return
+        if _is_xla_call(call) and not call.outputs:
+            ctx.invoking_op_callbacks = True  # As in a callback: its own ops are not traced.
+            try:
+                original(call.type, tuple(call.inputs), (), (), call.name, graph)  # Its digest.
+                mark(graph, call)
+            finally:
+                ctx.invoking_op_callbacks = False
+
+    hook.record_call = record_call
     return hook
 
 

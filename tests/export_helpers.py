@@ -30,7 +30,7 @@ def write_run_dir(directory, seed=0):
     config = tiny_config(directory)
     model = build_alexnet(
         len(CLASSES), (SIZE, SIZE, 3), kernel_initializer="he_normal", seed=seed,
-        input_scale=config.input_scale,
+        input_scale=config.input_scale, fc_units=config.fc_units,
     )  # fmt: skip
     model.save(os.path.join(directory, "best.keras"))
     model.save(os.path.join(directory, "last.keras"))

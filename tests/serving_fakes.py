@@ -6,8 +6,10 @@ PredictionService/ModelService with NOT_FOUND / INVALID_ARGUMENT statuses.
 """
 
 import base64
+import contextlib
 import json
 import re
+import socket
 import threading
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -168,10 +170,23 @@ class FakeGrpcServer:
         self.server.stop(None)
 
 
-def free_port():
-    """A port nothing listens on (bound, then released)."""
-    import socket
-
+@contextlib.contextmanager
+def refusing_address():
+    """A loopback address that refuses connections for as long as the context lasts: its port is
+    bound (so no other process can take it meanwhile) and never listened on."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def free_ports(count):
+    """`count` ports nothing listens on, for a server to bind: bound and released, so another
+    process may take one first (a server started on them must retry with new ones)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()

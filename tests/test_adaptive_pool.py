@@ -55,12 +55,19 @@ def test_matches_torch_itself():
 
 
 @pytest.mark.parametrize("jit", [False, True])
-def test_traced_with_unknown_size_equals_eager(jit):
+def test_traced_equals_eager(jit):
     layer = AdaptiveAveragePooling2D(6)
-    fn = tf.function(layer, input_signature=[tf.TensorSpec([None, None, None, 3])], jit_compile=jit)
+    fn = tf.function(layer, jit_compile=jit)
     for size in (13, 9):
         x = np.random.default_rng(size).normal(size=(1, size, size, 3)).astype(np.float32)
         np.testing.assert_allclose(fn(x).numpy(), layer(x).numpy(), atol=1e-6)
+
+
+def test_needs_a_known_height_and_width():
+    """The windows are fixed when the layer is built (a model's input size is)."""
+    fn = tf.function(AdaptiveAveragePooling2D(6), input_signature=[tf.TensorSpec([None] * 3 + [3])])
+    with pytest.raises(ValueError, match=r"of known size. Received: input_shape=\(None, None"):
+        fn.get_concrete_function()
 
 
 def test_config_json_and_keras_file_round_trip(tmp_path):

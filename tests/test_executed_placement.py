@@ -120,6 +120,50 @@ def test_nested_function_boundaries_and_xla_calls(tmp_path):
     }
 
 
+def test_xla_calls_without_outputs_are_recorded(tmp_path):
+    """An XLA call that returns nothing (a fused variable update, as PaperSGD's of each kernel)
+    reaches no op callback: trace() records it where TF adds it, on its device, with what it
+    reads from the other device. The caller's later ops are recorded too (while TF adds the call,
+    the caller's graph is in an XLA context of the call's own), and a call inside a compiled
+    function is part of that function's cluster, not a record."""
+    with tf.device("/cpu:1"):
+        weights = tf.Variable(tf.ones([8]))
+
+    @tf.function(jit_compile=True)
+    def update(variable, delta):
+        variable.assign_add(2.0 * delta)
+
+    @tf.function(jit_compile=True)
+    def compiled(x):
+        update(weights, x)
+        return x + 1.0
+
+    @tf.function
+    def step(x):
+        with tf.device("/cpu:0"):
+            delta = x * 3.0
+        with tf.device("/cpu:1"):
+            update(weights, delta)
+            y = compiled(x)
+        with tf.device("/cpu:0"):
+            return tf.reduce_sum(x) + y
+
+    placement = trace(step, tf.ones([8]), dump_root=str(tmp_path))
+
+    assert sorted((op.type, op.device, tuple(op.outputs)) for op in placement.ops) == [
+        ("AddV2", "CPU:0", (0,)),
+        ("Mul", "CPU:0", (0,)),
+        ("StatefulPartitionedCall", "CPU:1", ()),  # `update`: a marker, no outputs
+        ("StatefulPartitionedCall", "CPU:1", (0,)),  # `compiled`, with `update` inside
+        ("Sum", "CPU:0", (0,)),
+    ]
+    assert edges(placement) == {
+        ("Mul", "CPU:0", "StatefulPartitionedCall", "CPU:1", 32),  # delta, into `update`
+        ("StatefulPartitionedCall", "CPU:1", "AddV2", "CPU:0", 32),  # `compiled`'s result
+    }
+    np.testing.assert_array_equal(weights.numpy(), np.full([8], 9.0))  # 1 + 2 * 3 + 2 * 1
+
+
 def test_a_function_traced_before_must_be_retraced(tmp_path):
     @tf.function
     def double(x):

@@ -1,5 +1,6 @@
 """Fine-tuning: --init_from copies matching layers, --freeze keeps layers fixed, fc8 starts new."""
 
+import dataclasses
 import json
 import os
 
@@ -7,10 +8,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from train_helpers import tiny_arrays, tiny_config, tiny_datasets
+from absl import flags
+from train_helpers import CLASSES, tiny_arrays, tiny_config, tiny_datasets
 
+from alexnet_keras.cli import train as train_cli
+from alexnet_keras.data import stats
+from alexnet_keras.importers import run_writer
+from alexnet_keras.model import build_alexnet
 from alexnet_keras.run_dir import load_run
-from alexnet_keras.training.trainer import Datasets, run
+from alexnet_keras.training.datasets import Datasets
+from alexnet_keras.training.trainer import run
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 
@@ -34,7 +41,7 @@ def _two_class_datasets(steps=4):
 class WeightsAtStart(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.weights = {
-            layer.name: [w.numpy() for w in layer.weights] for layer in self.model.layers
+            layer.name: [w.numpy() for w in layer.weights] for layer in self.model.network.layers
         }
 
 
@@ -69,7 +76,7 @@ def test_loaded_layers_learn_slower_than_new_ones(tmp_path, source):
     from alexnet_keras.training import trainer
 
     config = tiny_config(tmp_path, epochs=1, init_from=source, fine_tune_lr_factor=0.25)
-    model = trainer.compile_alexnet(config, 2, None, 1)
+    model = trainer.compile_alexnet(config, 2, tf.distribute.get_strategy())
     trainer._start_from(model, config, None)
     scales = dict(zip(model.optimizer._paths, model.optimizer._lr_scales))
     assert scales["conv3/kernel_0"] == scales["fc7/bias_1"] == 0.25
@@ -85,3 +92,39 @@ def test_mismatched_network_and_unknown_layer_are_refused(tmp_path, source):
             tiny_datasets())  # fmt: skip
     with pytest.raises(ValueError, match="--init_from=.*missing"):
         tiny_config(tmp_path / "c", init_from=os.path.join(source, "missing"))
+
+
+@pytest.fixture(scope="module")
+def caffe_source(tmp_path_factory):
+    """A run directory as the Caffe importer writes one: Caffe's LRN, inverted dropout."""
+    model_dir = str(tmp_path_factory.mktemp("caffe_import"))
+    config = tiny_config(model_dir, lrn_form="caffe", dropout_form="inverted")
+    model = build_alexnet(len(CLASSES), **config.model_kwargs())
+    run_writer.write_run_dir(model_dir, model, config, CLASSES, stats.IMAGENET, {})
+    return model_dir
+
+
+def test_fine_tuning_a_caffe_import_keeps_its_lrn_or_refuses(tmp_path, caffe_source):
+    """The README's recipe: the command line takes Caffe's LRN and dropout form from the source
+    (and run.json says so); a run that sets the paper's instead is refused, naming the flags."""
+    flag_values = flags.FlagValues()
+    train_cli.define_flags(flag_values)
+    flag_values(["train", f"--init_from={caffe_source}"])  # No --lrn_form, no --dropout_form.
+    config = train_cli.with_source_settings(
+        tiny_config(tmp_path / "a", init_from=caffe_source), flag_values
+    )
+    assert (config.lrn_form, config.dropout_form) == ("caffe", "inverted")
+    run(config, tf.distribute.get_strategy(), tiny_datasets())
+    with open(tmp_path / "a" / "run.json") as f:
+        inherited = json.load(f)["init_from_settings"]
+    assert (inherited["lrn_form"], inherited["dropout_form"]) == ("caffe", "inverted")
+    assert load_run(str(tmp_path / "a"), "last").model.get_layer("lrn1").bias == 1.0  # Caffe's k.
+    flag_values(["train", f"--init_from={caffe_source}", "--lrn_form=paper"])
+    kept = train_cli.with_source_settings(
+        dataclasses.replace(config, lrn_form="paper"), flag_values
+    )
+    assert kept.lrn_form == "paper"  # Set on the command line: the run refuses it, below.
+    with pytest.raises(ValueError, match="trained with --lrn_form=caffe; this run has --lrn_form"):
+        run(dataclasses.replace(kept, model_dir=str(tmp_path / "b")),
+            tf.distribute.get_strategy(), tiny_datasets())  # fmt: skip
+    assert not os.path.exists(tmp_path / "b")  # Refused before any work.

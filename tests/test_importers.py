@@ -12,11 +12,13 @@ import hashlib
 import importlib.resources
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import saved_model_checks
 import tensorflow as tf
 from safetensors.numpy import save_file
 from test_weight_formats import ALEXNET_LAYERS, ALEXNET_LRN
@@ -168,12 +170,30 @@ def torchvision_input(rgb):
     return ((rgb.astype(np.float64) / 255.0 - mean) / std).transpose(0, 3, 1, 2)
 
 
-def served_probabilities(model_dir, tmp_path, images):
-    """`predict_images` of the export of `model_dir` (no warmup file, for speed)."""
+def served_probabilities(model_dir, tmp_path, images, alone=False):
+    """`predict_images` of the export of `model_dir` (no warmup file, for speed), which a stock
+    TF Serving loads. With `alone`, also exported from its best.keras copied out of the run
+    directory (with its class names and mean, as --class_names and --stats_file): the same
+    probabilities, to 1e-6, so nothing (Caffe's LRN, torchvision's net) is lost on the way."""
     source = export.resolve_source(model_dir)
     result = export.export_saved_model(source, str(tmp_path), "imported", write_warmup=False)
-    predict = tf.saved_model.load(result.path).signatures["predict_images"]
-    return predict(images=tf.constant(images))
+    saved_model_checks.assert_servable(result.path)
+    served = tf.saved_model.load(result.path).signatures["predict_images"](images=images)
+    if alone:
+        keras_file = os.path.join(tmp_path, "alone", "model.keras")
+        os.makedirs(os.path.dirname(keras_file))
+        shutil.copyfile(run_dir.model_file(model_dir), keras_file)
+        source = export.resolve_source(
+            keras_file=keras_file, class_names=list(run_dir.load_class_names(model_dir)),
+            stats_file=os.path.join(model_dir, run_dir.STATS_FILE),
+        )  # fmt: skip
+        assert source.config.lrn_form == run_dir.load_config(model_dir).lrn_form
+        alone = export.export_saved_model(source, str(tmp_path), "alone", write_warmup=False)
+        by_file = tf.saved_model.load(alone.path).signatures["predict_images"](images=images)
+        np.testing.assert_allclose(
+            by_file["probabilities"].numpy(), served["probabilities"].numpy(), rtol=0, atol=1e-6
+        )
+    return served
 
 
 def random_crops(seed, size):
@@ -197,7 +217,7 @@ def caffe_v1(tmp_path_factory):
     weights.write_bytes(caffemodel_bytes(caffe_net(blobs), "V1"))
     model_dir = str(tmp / "run")
     run_writer.import_weights("caffe", str(weights), model_dir)
-    served = served_probabilities(model_dir, tmp / "exports", images)
+    served = served_probabilities(model_dir, tmp / "exports", images, alone=True)
     return dict(
         model_dir=model_dir,
         weights=weights,
@@ -348,7 +368,7 @@ def test_torchvision_pth_matches_torch(torchvision_weights):
     run = torchvision_weights
     model_dir = str(run["tmp"] / "pth_run")
     run_writer.import_weights("torchvision", str(run["pth"]), model_dir)
-    served = served_probabilities(model_dir, run["tmp"] / "pth_exports", run["images"])
+    served = served_probabilities(model_dir, run["tmp"] / "pth_exports", run["images"], alone=True)
     probabilities = served["probabilities"].numpy()
     assert_matches_reference(dict(served=probabilities, reference=run["reference"]))
     assert np.abs(probabilities - run["bgr_not_rgb"]).max() > 100 * TOLERANCE

@@ -15,8 +15,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "alexnet_keras"
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 
 LIBRARY = {
-    "constants", "config", "cpu", "filter_grid", "layers", "data", "model", "flops", "run_dir",
-    "training", "importers", "serving", "pictures",
+    "constants", "config", "cpu", "filter_grid", "layers", "kernels", "keras_file", "data",
+    "model", "flops", "run_dir", "training", "importers", "serving", "pictures",
 }  # fmt: skip
 # What each part may import (besides itself).
 ALLOWED = {
@@ -24,14 +24,27 @@ ALLOWED = {
     "config": {"constants"},
     "cpu": set(),
     "filter_grid": set(),
-    "layers": {"constants", "cpu"},
+    "layers": {"constants"},  # Reference layers: keras.ops only, no machine facts.
+    "kernels": {"constants", "cpu", "layers"},
+    "keras_file": {"constants"},
     "data": {"constants"},
-    "model": {"constants", "config", "layers"},
+    "model": {"constants", "config", "layers", "kernels"},  # kernels only when a policy is given.
     "flops": {"layers"},
-    "run_dir": {"config", "data", "model"},
-    "training": {"constants", "config", "cpu", "layers", "data", "model", "run_dir", "filter_grid"},
+    "run_dir": {"config", "data", "model", "keras_file", "kernels"},
+    "training": {
+        "constants",
+        "config",
+        "cpu",
+        "layers",
+        "kernels",
+        "keras_file",
+        "data",
+        "model",
+        "run_dir",
+        "filter_grid",
+    },  # fmt: skip
     "importers": {"constants", "config", "layers", "data", "model", "run_dir"},
-    "serving": {"constants", "config", "layers", "data", "model", "run_dir"},
+    "serving": {"constants", "config", "layers", "keras_file", "data", "model", "run_dir"},
     "pictures": {"constants", "config", "data", "model", "run_dir", "serving", "filter_grid"},
     "cli": LIBRARY,  # The commands may use anything.
     "entry": {"cli"},  # alexnet_keras/train.py, evaluate.py, predict.py: `python -m` shims.
@@ -48,9 +61,9 @@ def _part(module: str) -> str:
     return parts[1]
 
 
-def _imports(path: pathlib.Path) -> set[str]:
+def _imports(source: str) -> set[str]:
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -63,39 +76,64 @@ def _modules():
     for path in sorted(PACKAGE.rglob("*.py")):
         relative = path.relative_to(PACKAGE.parent).with_suffix("")
         name = ".".join(part for part in relative.parts if part != "__init__")
-        yield name, path
+        yield name, path.read_text()
 
 
-def test_every_import_follows_the_layers():
-    violations = []
-    parts_seen = set()
-    for module, path in _modules():
+def _violations(modules) -> tuple[list[str], set[str]]:
+    """Imports against the layer map, and the parts seen, of (module name, source) pairs."""
+    violations, parts_seen = [], set()
+    for module, source in modules:
         part = _part(module)
         if part == "package":
             continue
         parts_seen.add(part)
         assert part in ALLOWED, f"{module}: part {part!r} is not in the layer map"
-        for imported in _imports(path):
+        for imported in _imports(source):
             target = _part(imported)
             if target in ("package", part) or imported.split(".")[-1] == "__version__":
                 continue
             if target not in ALLOWED[part]:
                 violations.append(f"{module} imports {imported} ({part} -> {target})")
+    return violations, parts_seen
+
+
+def test_every_import_follows_the_layers():
+    violations, parts_seen = _violations(_modules())
     assert not violations, "\n".join(violations)
     assert parts_seen == set(ALLOWED)  # Every part exists; none is missing from the map.
 
 
 def test_the_walk_sees_function_level_imports_and_would_fail():
-    """The check can fail: a training module importing serving inside a function is seen."""
-    source = "def f():\n    from alexnet_keras.serving import export\n"
-    tree = ast.parse(source)
-    found = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert _part(next(iter(found))) == "serving" and "serving" not in ALLOWED["training"]
+    """The check can fail: the same walk finds a training module importing serving inside a
+    function, and a layer importing the kernels or the CPU facts."""
+    bad = [
+        ("alexnet_keras.training.x", "def f():\n    from alexnet_keras.serving import export\n"),
+        ("alexnet_keras.layers.x", "from alexnet_keras import cpu\n"),
+        ("alexnet_keras.layers.y", "import alexnet_keras.kernels.lrn\n"),
+    ]
+    violations, _ = _violations(bad)
+    assert {v.split(" imports ")[0] for v in violations} == {name for name, _ in bad}
+
+
+def test_layers_import_no_tensorflow():
+    """The reference layers and the model builder run on every Keras backend."""
+    for module, source in _modules():
+        if _part(module) in ("layers", "model", "constants", "config"):
+            assert "tensorflow" not in {name.split(".")[0] for name in _all_imports(source)}, module
+
+
+def _all_imports(source: str) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
 
 
 def test_no_module_is_a_god_file():
-    sizes = {str(path.relative_to(PACKAGE)): len(path.read_text().splitlines())
-             for _, path in _modules()}  # fmt: skip
+    sizes = {module: len(source.splitlines()) for module, source in _modules()}
     assert all(size <= 400 for size in sizes.values()), {k: v for k, v in sizes.items() if v > 400}
 
 

@@ -151,7 +151,7 @@ def test_keras_file_round_trip(tmp_path):
         (dict(groups=3), "groups"),
         (dict(kernel_initializer="uniform"), "kernel_initializer"),
         (dict(bias_initializer="ones"), "bias_initializer"),
-        (dict(tower_devices=["/cpu:0"]), "tower_devices"),
+        (dict(dropout_form="gaussian"), "Received: dropout_form='gaussian'"),
     ],
 )
 def test_bad_arguments(kwargs, match):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from alexnet_keras.training import keras_internals
 from alexnet_keras.training.optimizer import PaperSGD
 
 
@@ -57,3 +58,45 @@ def test_rejects_decoupled_weight_decay_and_round_trips():
         PaperSGD(coupled_weight_decay=-1.0)
     config = PaperSGD(coupled_weight_decay=1e-3).get_config()
     assert PaperSGD.from_config(config).coupled_weight_decay == 1e-3
+
+
+def test_the_private_keras_api_it_relies_on_still_behaves(monkeypatch):
+    """keras_internals pins Keras 3.15's private optimizer API: `_get_variable_index` finds a
+    variable built with the optimizer (also as the backend's variable), and `apply` passes the
+    gradients through `_all_reduce_sum_gradients`: unchanged with one replica, summed in
+    float32 over two (MirroredStrategy on the two logical CPUs)."""
+    a, b = keras.Variable(np.ones(2, np.float32), name="a"), keras.Variable([3.0], name="b")
+    optimizer = PaperSGD(0.1, momentum=0.0, coupled_weight_decay=0.0)
+    optimizer.build([a, b])
+    assert keras_internals.variable_index(optimizer, b) == 1
+    assert keras_internals.variable_index(optimizer, b.value) == 1  # What update_step receives.
+    seen = []
+    original = keras_internals.GradientReduction._all_reduce_sum_gradients
+
+    def spy(self, grads_and_vars):
+        reduced = original(self, grads_and_vars)
+        seen.append((list(grads_and_vars), reduced))
+        return reduced
+
+    monkeypatch.setattr(keras_internals.GradientReduction, "_all_reduce_sum_gradients", spy)
+    grad = tf.constant([1.0, 2.0])
+    optimizer.apply([grad, tf.constant([0.5])], [a, b])
+    assert seen and seen[0][1][0][0] is grad  # One replica: the very same tensors.
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], tf.distribute.ReductionToOneDevice()
+    )
+    with strategy.scope():
+        w = keras.Variable(np.zeros(2, np.float32), name="w")
+        mirrored = PaperSGD(1.0, momentum=0.0, coupled_weight_decay=0.0)
+        mirrored.build([w])
+
+    @tf.function
+    def step():
+        g = tf.cast(tf.fill([2], 1.0), tf.bfloat16)
+        mirrored.apply([g], [w])
+
+    strategy.run(step)
+    # Each replica's gradient of ones, summed over the two replicas: w = 0 - 1.0 * 2.
+    for copy in strategy.experimental_local_results(w.value):
+        np.testing.assert_array_equal(copy.numpy(), [-2.0, -2.0])
+    assert any(reduced[0][0].dtype == tf.float32 for _, reduced in seen[1:])

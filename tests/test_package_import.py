@@ -41,3 +41,26 @@ def test_import_turns_onednn_on_or_says_why_not():
     onednn, warned = _run("tf_first")
     assert warned == (0 if onednn else 1)
     assert _run("tf_first", TF_ENABLE_ONEDNN_OPTS="0") == (False, 0)
+
+
+@pytest.mark.parametrize(
+    "flags, warned",
+    [("avx2 fma", True), ("avx2 avx512f avx512_vnni", False), ("avx2 amx_bf16 amx_tile", False)],
+)
+def test_the_warning_follows_tfs_onednn_default_on_any_cpu(monkeypatch, flags, warned):
+    """The package's rule, on fake CPUs: TensorFlow already imported and TF_ENABLE_ONEDNN_OPTS
+    unset, it warns exactly where TF leaves oneDNN off by default (no VNNI, BF16 or AMX)."""
+    import importlib
+    import platform
+    import warnings
+
+    import alexnet_keras
+    from alexnet_keras import cpu
+
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(cpu, "_info", lambda: f"flags\t\t: fpu sse2 avx {flags}\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        importlib.reload(alexnet_keras)
+    assert any("oneDNN" in str(w.message) for w in caught) == warned

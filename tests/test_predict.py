@@ -7,17 +7,15 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_helpers import write_images, write_run_dir
+from export_helpers import write_images
 from train_helpers import CLASSES, REPO
 
-from alexnet_keras.serving import export, predict
+from alexnet_keras.serving import predict
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    run_dir = write_run_dir(str(tmp_path_factory.mktemp("run")))
-    base = str(tmp_path_factory.mktemp("exports"))
-    return export.export_saved_model(export.resolve_source(run_dir), base, write_warmup=False)
+def exported(random_export):
+    return random_export
 
 
 def test_predict_files_match_the_signature(exported, tmp_path):
@@ -52,7 +50,8 @@ def test_resolve_and_errors(exported, tmp_path):
 
 def test_cli_prints_top5(exported, tmp_path):
     paths = write_images(str(tmp_path))
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ["PYTHONPATH"])
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     done = subprocess.run(
         [sys.executable, "-m", "alexnet_keras.predict", *paths[:2],
          f"--saved_model={os.path.dirname(exported.path)}"],
@@ -92,7 +91,8 @@ def test_a_damaged_jpeg_is_named_and_costs_no_other_file(exported, tmp_path):
 def test_cli_prints_the_good_files_and_names_the_bad(exported, tmp_path):
     paths = write_images(str(tmp_path))
     damaged = _damaged_jpeg(tmp_path, paths[0])
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ["PYTHONPATH"])
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     done = subprocess.run(
         [sys.executable, "-m", "alexnet_keras.predict", paths[0], damaged, paths[1],
          f"--saved_model={os.path.dirname(exported.path)}"],

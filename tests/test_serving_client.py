@@ -11,24 +11,29 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_helpers import STATS, reference_probabilities, sample_images, write_run_dir
-from serving_fakes import FakeGrpcServer, FakeRestServer, Servable, free_port
+from export_helpers import STATS, reference_probabilities, sample_images
+from serving_fakes import (
+    FakeGrpcServer,
+    FakeRestServer,
+    Servable,
+    free_ports,
+    refusing_address,
+)
 from tensorflow_serving.apis import predict_pb2
 from train_helpers import CLASSES, REPO
 
 from alexnet_keras.run_dir import load_run
-from alexnet_keras.serving import client, export
+from alexnet_keras.serving import client
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return write_run_dir(str(tmp_path_factory.mktemp("run")))
+def run_dir(random_run):
+    return random_run
 
 
 @pytest.fixture(scope="module")
-def exported(run_dir, tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("exports"))
-    return export.export_saved_model(export.resolve_source(run_dir), base, write_warmup=False)
+def exported(random_export):
+    return random_export
 
 
 @pytest.fixture(scope="module")
@@ -148,24 +153,24 @@ def test_grpc_against_fake_server(servable):
 
 
 def test_connection_refused_is_clear():
-    address = f"127.0.0.1:{free_port()}"
-    with pytest.raises(client.ServingError, match="Cannot connect to TF Serving's REST API"):
-        client.rest_predict(address, "alexnet", [b"x"], timeout=5)
-    with pytest.raises(client.ServingError, match="Cannot connect to TF Serving's gRPC API"):
-        client.grpc_predict(address, "alexnet", [b"x"], timeout=5)
+    with refusing_address() as address:
+        with pytest.raises(client.ServingError, match="Cannot connect to TF Serving's REST API"):
+            client.rest_predict(address, "alexnet", [b"x"], timeout=5)
+        with pytest.raises(client.ServingError, match="Cannot connect to TF Serving's gRPC API"):
+            client.grpc_predict(address, "alexnet", [b"x"], timeout=5)
 
 
 def test_cli_against_fake_rest_server(servable, tmp_path):
     path = tmp_path / "cat.jpg"
     path.write_bytes(sample_images()[0])
     tool = os.path.join(REPO, "tools", "serving_client.py")
-    with FakeRestServer(servable) as server:
+    with FakeRestServer(servable) as server, refusing_address() as nobody:
         done = subprocess.run(
             [sys.executable, tool, str(path), f"--server={server.address}", "--status"],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         refused = subprocess.run(
-            [sys.executable, tool, str(path), f"--server=127.0.0.1:{free_port()}"],
+            [sys.executable, tool, str(path), f"--server={nobody}"],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -180,20 +185,19 @@ def test_cli_against_fake_rest_server(servable, tmp_path):
     reason="tensorflow_model_server is not on PATH (TF Serving is not installable here)",
 )
 def test_real_tensorflow_model_server(exported, servable):
-    rest, grpc_port = free_port(), free_port()
-    server = subprocess.Popen([
-        "tensorflow_model_server", f"--port={grpc_port}", f"--rest_api_port={rest}",
-        f"--model_config_file={exported.models_config}",
-    ])  # fmt: skip
+    for _ in range(3):  # Ports released for the server to bind: another process may take one.
+        rest, grpc_port = free_ports(2)
+        server = subprocess.Popen([
+            "tensorflow_model_server", f"--port={grpc_port}", f"--rest_api_port={rest}",
+            f"--model_config_file={exported.models_config}",
+        ])  # fmt: skip
+        if _wait_until_available(server, rest):
+            break
+        server.terminate()
+        server.wait(30)
+    else:
+        pytest.fail("tensorflow_model_server did not serve the model (three tries)")
     try:
-        for _ in range(120):
-            try:
-                status = client.rest_model_status(f"127.0.0.1:{rest}", "alexnet")
-                if status["model_version_status"][0]["state"] == "AVAILABLE":
-                    break
-            except client.ServingError:
-                pass
-            time.sleep(0.5)
         images = sample_images()
         expected = _expected(servable, images)
         _assert_same(client.rest_predict(f"127.0.0.1:{rest}", "alexnet", images), expected)
@@ -203,6 +207,21 @@ def test_real_tensorflow_model_server(exported, servable):
     finally:
         server.terminate()
         server.wait(30)
+
+
+def _wait_until_available(server, rest):
+    """Whether the model became AVAILABLE (False if the server exited: a port was taken)."""
+    for _ in range(120):
+        if server.poll() is not None:
+            return False
+        try:
+            status = client.rest_model_status(f"127.0.0.1:{rest}", "alexnet")
+            if status["model_version_status"][0]["state"] == "AVAILABLE":
+                return True
+        except client.ServingError:
+            pass
+        time.sleep(0.5)
+    return False
 
 
 def test_b64_round_trip_matches_documented_example():

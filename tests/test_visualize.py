@@ -13,7 +13,16 @@ import pytest
 import tensorflow as tf
 from export_helpers import write_images
 from PIL import Image
-from train_helpers import REPO, SIZE, run_env, tiny_arrays, tiny_config, tiny_datasets, write_idx
+from train_helpers import (
+    FC_UNITS,
+    REPO,
+    SIZE,
+    run_env,
+    tiny_arrays,
+    tiny_config,
+    tiny_datasets,
+    write_idx,
+)
 
 from alexnet_keras import filter_grid
 from alexnet_keras.model import build_alexnet
@@ -170,7 +179,7 @@ def test_neighbours_through_the_pipeline(run_dir, fashion_dir, tmp_path, monkeyp
     result = nn.search(loaded.model, "fashion_mnist", loaded.stats, SIZE, num_queries=3, k=4,
                        index_size=12, batch_size=3)  # fmt: skip
     index = result.index.features
-    assert index.shape == (12, 4096)
+    assert index.shape == (12, FC_UNITS)
     assert result.index.images.shape == (12, SIZE, SIZE, 3)
     np.testing.assert_array_equal(result.queries.features, index[:3])
     # The features tell the 12 images apart (no dead fc7 collapsing them onto one point), so the

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_keras import cpu
-from alexnet_keras.layers import GroupedConv2D, grouped_conv, winograd
+from alexnet_keras.kernels import winograd
 
 
 def per_group_conv(x, kernel):
@@ -69,15 +68,15 @@ def test_uses_batched_matmuls_not_convolutions():
     assert {"BatchMatMulV2"} <= ops and not {"Conv2D", "_FusedConv2D"} & ops
 
 
-def test_applies_only_where_it_was_measured_faster(monkeypatch):
+def test_applies_to_static_float32_3x3_convolutions_only():
+    """Which convolutions `conv3x3` can run; whether the policy runs them is the policy's (see
+    test_kernels.py: the layer under KernelPolicy({"winograd"}))."""
     x, kernel = tf.zeros((128, 13, 13, 8)), tf.zeros((3, 3, 8, 4))
-    monkeypatch.setattr(cpu, "runs_avx2_kernels", lambda: False)  # AVX512, AMX, GPUs: unmeasured.
-    assert not winograd.applies(x, kernel)
-    monkeypatch.setattr(cpu, "runs_avx2_kernels", lambda: True)
     assert winograd.applies(x, kernel)
+    assert winograd.applies(x, tf.zeros((3, 3, 4, 4)))  # Grouped: conv4 and conv5.
     assert not winograd.applies(x, tf.zeros((5, 5, 8, 4)))  # conv2: 5x5.
+    # bfloat16 stays direct: its tiles would round each transform's sums.
     assert not winograd.applies(tf.cast(x, tf.bfloat16), tf.cast(kernel, tf.bfloat16))
-    assert winograd.runs_in("float32") and not winograd.runs_in("bfloat16")
 
     @tf.function(input_signature=[tf.TensorSpec((None, 13, 13, 8))])  # A serving signature.
     def unknown_batch(x):
@@ -85,52 +84,3 @@ def test_applies_only_where_it_was_measured_faster(monkeypatch):
         return x
 
     unknown_batch.get_concrete_function()
-
-
-def test_the_algorithm_setting_overrides_the_cpu_rule_in_float32_only(monkeypatch):
-    monkeypatch.setattr(winograd, "_algorithm", "auto")  # Restored after the test.
-    layer = GroupedConv2D(12, 3, padding="same", groups=2)
-    layer.build((4, 13, 13, 8))
-
-    def conv_ops(dtype="float32"):
-        return traced_ops(layer, tf.TensorSpec((4, 13, 13, 8), dtype)) & {"Conv2D", "BatchMatMulV2"}
-
-    monkeypatch.setattr(cpu, "runs_avx2_kernels", lambda: False)
-    assert winograd.algorithm() == "auto" and conv_ops() == {"Conv2D"}
-    winograd.set_algorithm("winograd")
-    assert winograd.algorithm() == "winograd" and conv_ops() == {"BatchMatMulV2"}
-    assert not winograd.runs_in("bfloat16")  # bf16 tiles would round the transforms' sums.
-    monkeypatch.setattr(cpu, "runs_avx2_kernels", lambda: True)
-    winograd.set_algorithm("direct")
-    assert conv_ops() == {"Conv2D"} and not winograd.runs_in("float32")
-    with pytest.raises(ValueError, match=r"--conv3x3_algorithm=fft .*auto, direct, winograd"):
-        winograd.set_algorithm("fft")
-    assert winograd.algorithm() == "direct"
-
-
-@pytest.mark.parametrize("groups", [1, 2])
-@pytest.mark.parametrize("padding", ["same", 1])  # The paper's and torchvision's conv3-conv5.
-def test_layer_runs_winograd_where_it_applies_and_keeps_its_result(monkeypatch, groups, padding):
-    layer = GroupedConv2D(12, 3, padding=padding, groups=groups, activation="relu")
-    x = tf.constant(np.random.default_rng(2).normal(size=(4, 13, 13, 8)), tf.float32)
-    layer(x)
-    upstream = tf.constant(np.random.default_rng(3).normal(size=(4, 13, 13, 12)), tf.float32)
-
-    def output_and_grads():
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(layer(x) * upstream)
-        return (layer(x), *tape.gradient(loss, [x, *layer.trainable_weights]))
-
-    def conv_ops():
-        return traced_ops(layer, tf.TensorSpec(x.shape)) & {"Conv2D", "BatchMatMulV2"}
-
-    monkeypatch.setattr(cpu, "runs_avx2_kernels", lambda: False)
-    direct = output_and_grads()
-    assert conv_ops() == {"Conv2D"}
-    monkeypatch.setattr(cpu, "runs_avx2_kernels", lambda: True)
-    assert conv_ops() == {"BatchMatMulV2"}
-    for d, w in zip(direct, output_and_grads()):
-        np.testing.assert_allclose(w, d, atol=2e-6 * float(tf.reduce_max(tf.abs(d))))
-    with grouped_conv.per_group_ops():  # SavedModels keep TF's convolution.
-        assert conv_ops() == {"Conv2D"}

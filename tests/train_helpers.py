@@ -1,4 +1,6 @@
-"""Tiny data and configs for training tests: a few 67x67 images, 4 classes, a few steps."""
+"""Tiny data and configs for training tests: a few 67x67 images, 4 classes, a few steps, and
+fc6/fc7 of FC_UNITS units (no tested property depends on the paper's 4096: ~2.5M parameters and
+~30 MB checkpoints instead of ~22M and ~173 MB)."""
 
 import gzip
 import os
@@ -10,10 +12,11 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_keras.config import TrainConfig
-from alexnet_keras.training.trainer import Datasets
+from alexnet_keras.training.datasets import Datasets
 
 SIZE = 67
 CLASSES = ("a", "b", "c", "d")
+FC_UNITS = 256
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -61,6 +64,7 @@ def tiny_config(model_dir, **overrides):
         distribution="one_device",
         devices=("/cpu:0",),
         mixed_precision="none",
+        fc_units=FC_UNITS,
     )
     values.update(overrides)
     return TrainConfig(**values)
@@ -91,7 +95,8 @@ def train_command(model_dir, *extra):
         sys.executable, "-m", "alexnet_keras.train", "--dataset=fashion_mnist",
         f"--model_dir={model_dir}", "--image_size=67", "--batch_size=8",
         "--kernel_initializer=he_normal", "--bias_initializer=zeros", "--input_scale=0.015625",
-        "--lr_schedule=constant", "--noten_crop_eval", "--distribution=one_device", *extra,
+        "--lr_schedule=constant", "--noten_crop_eval", "--distribution=one_device",
+        f"--fc_units={FC_UNITS}", *extra,
     ]  # fmt: skip
 
 

@@ -6,13 +6,15 @@ Every figure is the median of several timed windows after warm-up. Training runs
 step (`trainer.compile_alexnet` + Keras `fit`, the code `alexnet_keras.train` runs); the FLOPs
 per image are counted from the model (`alexnet_keras.flops`) as the direct convolutions' and
 matmuls' multiply-adds, the paper's arithmetic, whatever algorithm runs them: where conv3-conv5
-run by Winograd (`conv3x3_algorithm`), which needs fewer, the fraction of the ceiling can pass 1.
-Prints figures; asserts nothing.
+run by Winograd (`--kernels=...,winograd`), which needs fewer, the fraction of the ceiling can
+pass 1. `--kernels` is the training flag: compare `--kernels=reference` with `auto`, or leave one
+kernel out, to see what each buys on your machine. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import glob
 import itertools
@@ -33,12 +35,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from alexnet_keras import constants, flops, run_dir  # noqa: E402
+from alexnet_keras import flops, run_dir  # noqa: E402
 from alexnet_keras.config import TrainConfig  # noqa: E402
 from alexnet_keras.data import pipeline, stats  # noqa: E402
-from alexnet_keras.layers import winograd  # noqa: E402
 from alexnet_keras.serving import signatures  # noqa: E402
-from alexnet_keras.training import device_input, precision, strategies, trainer  # noqa: E402
+from alexnet_keras.training import precision, strategies, trainer  # noqa: E402
 
 _WHAT = flags.DEFINE_list("what", ["train", "infer", "serve", "input"], "What to measure.")
 _BATCH = flags.DEFINE_integer(
@@ -60,14 +61,18 @@ _DISTRIBUTION = flags.DEFINE_enum(
 _DEVICES = flags.DEFINE_list("devices", [], "As the training flag.")
 _LOGICAL = flags.DEFINE_integer("logical_devices", 0, "As the training flag.")
 _JIT = flags.DEFINE_bool("jit_compile", False, "XLA, as the training flag.")
-_CONV3X3 = flags.DEFINE_enum(
-    "conv3x3_algorithm",
-    "auto",
-    list(constants.CONV3X3_ALGORITHMS),
-    "As the training flag: time winograd against direct on your CPU.",
+_KERNELS = flags.DEFINE_string(
+    "kernels", "auto", "As the training flag: auto, reference or a comma-separated list."
+)
+_GEMM_SIZE = flags.DEFINE_integer(
+    "gemm_size", 2048, "Side of the square matmuls that measure the ceiling.", lower_bound=64
 )
 _JPEGS = flags.DEFINE_integer("jpegs", 256, "Synthetic 500x375 JPEGs for the end-to-end run.")
 _JSON = flags.DEFINE_string("json", None, "Also write the figures to this JSON file.")
+_AGAINST = flags.DEFINE_string(
+    "against_kernels", None, "Time --kernels against these (e.g. reference) in one process, "
+    "windows alternating: the training rate ratio (a VM's speed drifts between processes).",
+)  # fmt: skip
 _PROFILE_DIR = flags.DEFINE_string(
     "profile_dir",
     None,
@@ -95,12 +100,13 @@ def _gemm_chain(dtype: str, size: int, repeats: int):  # noqa: ANN202
     return chain, a
 
 
-def gemm_gflops(dtype: str = "float32", runs: int = 5, size: int = 2048, repeats: int = 8) -> float:
+def gemm_gflops(dtype: str = "float32", runs: int = 5, repeats: int = 8) -> float:
     """The machine's matrix-multiply rate in `dtype`: the ceiling a training rate is held to.
 
     bfloat16 runs on AMX or AVX512-BF16 units where the CPU has them (oneDNN), often several
     times the float32 rate; a run in mixed bfloat16 is measured against that ceiling.
     """
+    size = _GEMM_SIZE.value
     chain, a = _gemm_chain(dtype, size, repeats)
     times = []
     for _ in range(runs):
@@ -155,6 +161,27 @@ def _paired_windows(model, dataset, batch: int, dtype: str) -> tuple[list[float]
         rates.append(batch * _STEPS.value / (timer.stamps[-1] - timer.stamps[0]))
         ceilings.append(gemm_gflops(dtype, runs=3))
     return rates, [(before + after) / 2 for before, after in itertools.pairwise(ceilings)]
+
+
+def _ab_windows(model, other, dataset, batch: int) -> list[float]:  # noqa: ANN001
+    """Training-rate ratios model/other over --windows pairs of windows, run alternately (A B,
+    B A, A B, ...), so a drift of the machine's speed weighs on both sides alike."""
+    for m in (model, other):
+        m.fit(dataset, steps_per_epoch=3, verbose=0)  # Warm-up: tracing, oneDNN primitives.
+
+    def rate(m) -> float:  # noqa: ANN001
+        timer = _StepTimer()
+        m.fit(dataset, steps_per_epoch=1 + _STEPS.value, verbose=0, callbacks=[timer])
+        return batch * _STEPS.value / (timer.stamps[-1] - timer.stamps[0])
+
+    ratios = []
+    for i in range(_WINDOWS.value):
+        if i % 2:
+            b, a = rate(other), rate(model)
+        else:
+            a, b = rate(model), rate(other)
+        ratios.append(a / b)
+    return ratios
 
 
 def _profile(model, dataset, logdir: str) -> None:  # noqa: ANN001
@@ -225,30 +252,36 @@ def _main(argv: list[str]) -> None:
         devices=tuple(_DEVICES.value),
         mixed_precision=_PRECISION.value,
         jit_compile=_JIT.value,
-        conv3x3_algorithm=_CONV3X3.value,
+        kernels=_KERNELS.value,
         logical_devices=_LOGICAL.value,
     )
     strategy, towers = strategies.make_strategy(config.distribution, config.devices)
     precision.set_precision(config.mixed_precision)
-    winograd.set_algorithm(config.conv3x3_algorithm)
+    kernel_policy = None if towers else trainer.resolve_kernels(config)
     figures["precision"] = precision.resolve_precision(config.mixed_precision)
     figures["cpu"] = _cpu_name()
     figures["gemm_gflops_float32"] = gemm_gflops("float32")
     figures["gemm_gflops_bfloat16"] = gemm_gflops("bfloat16")
     # The ceiling of the precision the convolutions and matmuls run in.
     ceiling_dtype = "bfloat16" if figures["precision"] == "bfloat16" else "float32"
-    with strategy.scope():
-        model = trainer.compile_alexnet(config, 1000, towers, strategy.num_replicas_in_sync)
-    train_flops = flops.train_flops_per_image(model)
-    compute_dtype = keras.mixed_precision.global_policy().compute_dtype
-    figures["conv3x3_algorithm"] = "winograd" if winograd.runs_in(compute_dtype) else "direct"
+    model = trainer.compile_alexnet(config, 1000, strategy, towers, kernel_policy)
+    train_flops = flops.train_flops_per_image(model.network)
+    figures["kernels"] = kernel_policy.describe() if kernel_policy else "towers: reference"
     figures["train_gflop_per_image"] = train_flops / 1e9
 
     rng = np.random.default_rng(0)
     images = rng.uniform(-120, 120, (batch, size, size, 3)).astype(np.float32)
     labels = rng.integers(0, 1000, batch).astype(np.int32)
-    if "train" in what:
-        synthetic = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    synthetic = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    if "train" in what and _AGAINST.value is not None:  # The A/B alone.
+        against = dataclasses.replace(config, kernels=_AGAINST.value)
+        other_policy = trainer.resolve_kernels(against)
+        other = trainer.compile_alexnet(config, 1000, strategy, towers, other_policy)
+        ratios = _ab_windows(model, other, synthetic, batch)
+        figures["against_kernels"] = other_policy.describe()
+        figures["rate_ratio_to_against"] = statistics.median(ratios)
+        figures["rate_ratios"] = ratios
+    elif "train" in what:
         rates, ceilings = _paired_windows(model, synthetic, batch, ceiling_dtype)
         fractions = [r * train_flops / 1e9 / c for r, c in zip(rates, ceilings, strict=True)]
         figures["train_images_per_sec"] = statistics.median(rates)
@@ -265,7 +298,7 @@ def _main(argv: list[str]) -> None:
         ]
         if _PROFILE_DIR.value:
             _profile(model, synthetic, _PROFILE_DIR.value)
-    if "input" in what or "train" in what:
+    if "input" in what or ("train" in what and _AGAINST.value is None):
         with tempfile.TemporaryDirectory() as directory:
             _write_jpegs(directory, _JPEGS.value)
             for uint8_pixels, suffix in ((False, ""), (True, "_uint8")):
@@ -277,8 +310,8 @@ def _main(argv: list[str]) -> None:
                     figures[f"input{suffix}_images_per_sec"] = _input_rate(jpeg_input, batch)
                 if "train" in what:
                     if uint8_pixels:  # --input_dtype=uint8: the step finishes the pixels.
-                        model.train_step = device_input.finish_pixels_on_device(model.train_step)
-                        model.train_function = None  # Traced again with it.
+                        model.uint8_pixels = True
+                        model.make_train_function(force=True)
                     rate = _fit_rate(model, jpeg_input, batch)
                     figures[f"train_e2e{suffix}_images_per_sec"] = rate
     infer_images = rng.uniform(-120, 120, (_INFER_BATCH.value, size, size, 3)).astype(np.float32)
@@ -289,10 +322,11 @@ def _main(argv: list[str]) -> None:
 
     width = max(len(k) for k in figures)
     for key, value in figures.items():
-        if key == "train_windows":
+        if key in ("train_windows", "rate_ratios"):
             value = ", ".join(
-                f"{w['images_per_sec']:.1f} img/s at {w['ceiling_gflops']:.0f}" for w in value
-            )
+                f"{w['images_per_sec']:.1f} img/s at {w['ceiling_gflops']:.0f}"
+                if isinstance(w, dict) else f"{w:.3f}" for w in value
+            )  # fmt: skip
         print(
             f"{key:<{width}}  {value:.3f}"
             if isinstance(value, float)
@@ -338,16 +372,16 @@ def _infer(model, images: np.ndarray, figures: dict) -> None:  # noqa: ANN001
 def _serve(model, config: TrainConfig, images: np.ndarray, figures: dict) -> None:  # noqa: ANN001
     """The exported `predict_images` signature, reloaded, in float32 and in bfloat16 (the same
     weights): images/s at the inference batch and batch-1 latency."""
-    labels = [str(i) for i in range(model.output_shape[-1])]
+    labels = [str(i) for i in range(model.network.output_shape[-1])]
     pixels = tf.constant(np.clip(images + 120.0, 0, 255))  # 0..255, as served.
     with tempfile.TemporaryDirectory() as directory:
         weights = os.path.join(directory, "model.keras")
-        model.save(weights)
+        model.network.save(weights)
         for precision_name in run_dir.INFERENCE_PRECISIONS:
             served = run_dir.load_inference_model(weights, config, len(labels), precision_name)
             functions = signatures.ServingFunctions(served, labels, stats.IMAGENET, images.shape[1])
             path = os.path.join(directory, precision_name)
-            signatures.write_saved_model(functions.export_archive(), path)
+            functions.export_archive().write_out(path, verbose=False)
             signature = tf.saved_model.load(path).signatures[signatures.PREDICT_IMAGES]
             call = lambda x, signature=signature: signature(images=x)["probabilities"]  # noqa: E731
             batch = 1 / _time_calls(call, pixels, _STEPS.value)

@@ -100,16 +100,19 @@ def run(
 ) -> None:
     """Defines the command's flags and runs `main` under absl, with user errors as one line.
 
-    `user_errors` adds the command's own error types; `tensorflow=False` skips loading TF (a
-    REST client needs only the standard library).
+    TensorFlow loads after the flags are parsed, so a bad flag fails in a fraction of a second.
+    `user_errors` adds the command's own error types; `tensorflow=False` leaves loading TF to
+    `main` (the training command validates its config first; a REST client needs only the
+    standard library).
     """
-    if tensorflow:
-        load_tensorflow_quietly()
-    define_flags()
+    with _without_startup_noise():  # Should a command's flags import TensorFlow.
+        define_flags()
     _list_in_help()
 
     def guarded(argv: list[str]) -> None:
         try:
+            if tensorflow:
+                load_tensorflow_quietly()
             main(argv)
         except (*USER_ERRORS, *user_errors, app.UsageError) as error:
             if flags.FLAGS.verbosity >= 1:

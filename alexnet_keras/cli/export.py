@@ -15,12 +15,10 @@ import os
 from absl import app, flags
 
 from alexnet_keras.cli import common
-from alexnet_keras.config import DEFAULT_MODEL_DIR
+from alexnet_keras.config import DEFAULT_EXPORT_BASE, DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME
 
 
 def define_flags() -> None:
-    from alexnet_keras.serving import export
-
     flags.DEFINE_string(
         "model_dir",
         None,
@@ -33,8 +31,8 @@ def define_flags() -> None:
         "class_names", None, "Class names (.json list or one per line); default: the run's."
     )
     flags.DEFINE_string("stats_file", None, "Stats JSON; default: the run's stats.json.")
-    flags.DEFINE_string("export_base", export.DEFAULT_EXPORT_BASE, "TF Serving model root.")
-    flags.DEFINE_string("model_name", export.DEFAULT_MODEL_NAME, "Model name (a subdirectory).")
+    flags.DEFINE_string("export_base", DEFAULT_EXPORT_BASE, "TF Serving model root.")
+    flags.DEFINE_string("model_name", DEFAULT_MODEL_NAME, "Model name (a subdirectory).")
     flags.DEFINE_integer("version", None, "Version number (default: the next free one).")
     flags.DEFINE_bool(
         "ten_crop",

@@ -16,7 +16,7 @@ from alexnet_keras.cli import common
 
 
 def define_flags() -> None:
-    from alexnet_keras.serving.predict import DEFAULT_SAVED_MODEL
+    from alexnet_keras.config import DEFAULT_SAVED_MODEL
 
     flags.DEFINE_string(
         "saved_model",

@@ -8,6 +8,7 @@ are read once, here, into a validated frozen `TrainConfig`; nothing else reads F
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -100,6 +101,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         **fv,
     )
     flags.DEFINE_float("dropout", _D.dropout, "Dropout rate of fc6 and fc7 (paper: 0.5).", **fv)
+    flags.DEFINE_integer(
+        "fc_units", _D.fc_units, "Units of fc6 and fc7 (paper: 4096; fewer for small data).", **fv
+    )
     flags.DEFINE_float(
         "input_scale",
         _D.input_scale,
@@ -121,6 +125,14 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         _D.lrn_form,
         config_lib.LRN_FORMS,
         "paper: k=2, alpha 1e-4, within a column (Sec. 3.3); caffe: bvlc_alexnet's k=1, alpha/n.",
+        **fv,
+    )
+    flags.DEFINE_enum(
+        "dropout_form",
+        _D.dropout_form,
+        constants.DROPOUT_FORMS,
+        "paper: zero units while training, multiply outputs by 1 - rate at test time (Sec. 4.2); "
+        "inverted: divide kept units by 1 - rate while training (Keras, Caffe, torch).",
         **fv,
     )
     flags.DEFINE_enum(
@@ -177,13 +189,13 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_bool(
         "jit_compile", _D.jit_compile, "XLA on one device (off when distributed).", **fv
     )
-    flags.DEFINE_enum(
-        "conv3x3_algorithm",
-        _D.conv3x3_algorithm,
-        constants.CONV3X3_ALGORITHMS,
-        "How float32 conv3-conv5 run: winograd (F(2x2, 3x3): ~half the multiply-adds, the same "
-        "sums in another order), direct (TF's convolution), or auto: Winograd on AVX2-only CPUs, "
-        "where it was measured faster, else direct. Time yours with tools/benchmark.py.",
+    flags.DEFINE_string(
+        "kernels",
+        _D.kernels,
+        "Faster TensorFlow kernels for the same layers: auto (those measured faster on this kind "
+        "of host, printed at start), reference (every layer's own keras.ops call), or a "
+        f"comma-separated list of {', '.join(constants.KERNELS)}. Not saved with the model; "
+        "time yours with tools/benchmark.py --kernels=...",
         **fv,
     )
     flags.DEFINE_integer(
@@ -247,14 +259,12 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
 def define_run_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Flags of the command that are not part of the recorded run (not in TrainConfig)."""
-    from alexnet_keras.training.resume import ALLOWED_CHANGES
-
     flags.DEFINE_list(
         "allow_changes",
         [],
         "Resuming into a --model_dir recorded with other values of these flags continues that run "
-        f"with the new values (any of: {', '.join(ALLOWED_CHANGES)}). Other changes need a new "
-        "--model_dir.",
+        f"with the new values (any of: {', '.join(config_lib.ALLOWED_CHANGES)}). Other changes "
+        "need a new --model_dir.",
         flag_values=flag_values,
     )
 
@@ -279,10 +289,33 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> config_lib
     return config_lib.TrainConfig(**values)
 
 
+def with_source_settings(
+    config: config_lib.TrainConfig, flag_values: flags.FlagValues = flags.FLAGS
+) -> config_lib.TrainConfig:
+    """--init_from's settings without weights (Caffe's LRN, an input scale, the dropout form)
+    for the flags the command line does not set; a flag that sets another value is refused by
+    the run, naming it."""
+    from alexnet_keras.training import fine_tune
+
+    source = fine_tune.source_settings(config.init_from)
+    taken = {
+        name: value
+        for name, value in source.items()
+        if not flag_values[name].present and getattr(config, name) != value
+    }
+    if taken:
+        shown = " ".join(f"--{name}={value}" for name, value in taken.items())
+        print(f"--init_from={config.init_from}: training with its {shown}.")
+    return dataclasses.replace(config, **taken)
+
+
 def _main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments (not flags): {' '.join(argv[1:])}")
-    config = config_from_flags()
+    config = config_from_flags()  # Bad values fail here, before TensorFlow loads.
+    common.load_tensorflow_quietly()
+    if config.init_from:
+        config = with_source_settings(config)
     if config.logical_devices:
         from alexnet_keras.training.strategies import split_logical_devices
 
@@ -304,7 +337,7 @@ def _main(argv: list[str]) -> None:
 
 def main() -> None:
     """`python -m alexnet_keras.train` and the console script `alexnet-train`."""
-    common.run(lambda: (define_flags(), define_run_flags()), _main)
+    common.run(lambda: (define_flags(), define_run_flags()), _main, tensorflow=False)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ COMMANDS = ("filters", "predictions", "neighbours", "curves")
 
 
 def define_flags() -> None:
-    from alexnet_keras.serving.predict import DEFAULT_SAVED_MODEL
+    from alexnet_keras.config import DEFAULT_SAVED_MODEL
 
     flags.DEFINE_string("output", None, "PNG file to write (default: <command>.png).")
     flags.DEFINE_string("model_dir", DEFAULT_MODEL_DIR, "Training run directory.")

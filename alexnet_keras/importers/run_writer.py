@@ -89,6 +89,7 @@ def import_weights(
         use_lrn=net.use_lrn,
         architecture=net.architecture,
         lrn_form=net.lrn_form,
+        dropout_form="inverted",  # Caffe's and torch's dropout, which these weights trained with.
         input_scale=1.0,
     )
     model = _build(net, config)

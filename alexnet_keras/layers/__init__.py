@@ -1,8 +1,10 @@
-"""AlexNet's non-standard layers: LRN, column-split (grouped) convolution and pooling, and fc,
-plus torch's adaptive average pooling for torchvision's variant.
+"""AlexNet's non-standard layers: LRN, column-split (grouped) convolution and pooling, fc and
+its dropout, plus torch's adaptive average pooling for torchvision's variant.
 
-Each optionally splits its work into `groups` columns pinned to `devices`, which is how the
-paper's two GPUs each hold one column of the network (Sec. 3.2).
+Each `call` is the reference computation in `keras.ops`, the same on every Keras backend: a
+layer with `groups` columns computes them one by one (`column`) and concatenates them, as the
+paper's two GPUs each held one column (Sec. 3.2). Where a column runs (`training/towers.py`) and
+faster TensorFlow kernels for the same result (`alexnet_keras.kernels`) are decided outside.
 """
 
 from alexnet_keras.layers.adaptive_pool import AdaptiveAveragePooling2D

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from alexnet_keras.layers import columns
 
@@ -29,8 +30,8 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
     Output shape: `(batch, output_height, output_width, channels)`.
 
     Example:
-        >>> AdaptiveAveragePooling2D(6)(tf.zeros((1, 13, 13, 256))).shape
-        TensorShape([1, 6, 6, 256])
+        >>> AdaptiveAveragePooling2D(6)(keras.ops.zeros((1, 13, 13, 256))).shape
+        (1, 6, 6, 256)
     """
 
     def __init__(self, output_size: int | Sequence[int], **kwargs):
@@ -38,20 +39,20 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
         self.output_size = columns.pair(output_size, "output_size")
 
     def build(self, input_shape: tuple) -> None:
-        if len(input_shape) != 4:
+        if len(input_shape) != 4 or None in input_shape[1:3]:
             raise ValueError(
-                f"AdaptiveAveragePooling2D expects (batch, height, width, channels) inputs. "
-                f"Received: input_shape={input_shape}"
+                "AdaptiveAveragePooling2D expects (batch, height, width, channels) inputs of known "
+                f"size. Received: input_shape={input_shape}"
             )
         self.built = True
 
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        if tuple(inputs.shape[1:3]) == self.output_size:
+    def call(self, inputs: object) -> object:
+        height, width = inputs.shape[1:3]
+        if (height, width) == self.output_size:
             return inputs  # Every window is one pixel.
-        shape = tf.shape(inputs)
-        rows = _averaging_matrix(shape[1], self.output_size[0], inputs.dtype)
-        cols = _averaging_matrix(shape[2], self.output_size[1], inputs.dtype)
-        return tf.einsum("ih,bhwc,jw->bijc", rows, inputs, cols)
+        rows = ops.cast(_averaging_matrix(height, self.output_size[0]), inputs.dtype)
+        cols = ops.cast(_averaging_matrix(width, self.output_size[1]), inputs.dtype)
+        return ops.einsum("ih,bhwc,jw->bijc", rows, inputs, cols)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return (input_shape[0], *self.output_size, input_shape[3])
@@ -62,12 +63,11 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
         return config
 
 
-def _averaging_matrix(length: tf.Tensor, size: int, dtype: tf.DType) -> tf.Tensor:
+def _averaging_matrix(length: int, size: int) -> np.ndarray:
     """[size, length]: row i is 1/n on the n inputs of window i, [floor(i * length / size),
     ceil((i + 1) * length / size))."""
-    index = tf.range(size)[:, None]
-    start = index * length // size
-    end = -((-(index + 1) * length) // size)  # ceil((i + 1) * L / s) in integers.
-    positions = tf.range(length)[None, :]
-    inside = tf.cast((positions >= start) & (positions < end), dtype)
-    return inside / tf.cast(end - start, dtype)
+    matrix = np.zeros((size, length), np.float32)
+    for i in range(size):
+        start, end = i * length // size, -(-(i + 1) * length // size)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix

@@ -3,75 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-from alexnet_keras import cpu
+from alexnet_keras import constants
 from alexnet_keras.layers import columns
-
-_PAD_COLUMNS = 16  # 64 bytes of float32: rows of 4 KiB + 64 B no longer alias in the caches.
-
-
-def pads_kernel_columns(x: tf.Tensor, kernel: tf.Tensor) -> bool:
-    """Whether `matmul` computes x @ kernel with `_PAD_COLUMNS` zero columns added to the kernel.
-
-    On an AVX2 AMD EPYC (Zen 2) oneDNN's float32 matmul runs at 0.4-0.5x its rate when the
-    kernel's rows are a multiple of 4 KiB (out % 1024 == 0: fc6's and fc7's 2048-unit columns):
-    fc6's column 78 ms at batch 128, 38 ms with the kernel padded (its copy included), bit for
-    bit the same result. The copy costs more than it saves below batch 32 (serving batches are
-    unknown when traced, so never padded) and was measured only on AVX2 kernels.
-    """
-    return (
-        kernel.dtype == tf.float32
-        and kernel.shape[1] is not None
-        and kernel.shape[1] % 1024 == 0
-        and x.shape[0] is not None
-        and x.shape[0] >= 32
-        and cpu.runs_avx2_kernels()
-    )
-
-
-def transposes_input_gradient(kernel: tf.Tensor) -> bool:
-    """Whether `matmul`'s input gradient is (W @ g^T)^T rather than TF's g @ W^T.
-
-    TF's `MatMul(g, W, transpose_b=True)` runs 3.4x slower at fc6's shape than
-    `MatMul(W, g, transpose_b=True)` plus a transpose of the small [in, batch] result on an AMX
-    Xeon (70 vs 21 ms at batch 32) and 1.5x slower on an AVX512 Zen 4; on GPUs the two cost the
-    same. oneDNN's AVX2 float32 kernels are the exception: there TF's form is the faster one
-    (Zen 2, batch 128: fc6's column 35 vs 42 ms, fc7's 15 vs 18 ms).
-    """
-    return not (kernel.dtype == tf.float32 and cpu.runs_avx2_kernels())
-
-
-@tf.custom_gradient
-def matmul(x: tf.Tensor, kernel: tf.Tensor) -> tuple:
-    """x @ kernel for x [batch, in] and kernel [in, out], with the CPU's faster input gradient.
-
-    The input gradient's form is `transposes_input_gradient`'s choice; the kernel gradient is
-    TF's. The forward pads the kernel's columns where `pads_kernel_columns` says that is faster.
-    """
-
-    def grad(upstream: tf.Tensor) -> tuple:
-        if transposes_input_gradient(kernel):
-            inputs_grad = tf.transpose(tf.matmul(kernel, upstream, transpose_b=True))
-        else:
-            inputs_grad = tf.matmul(upstream, kernel, transpose_b=True)
-        kernel_grad = tf.matmul(x, upstream, transpose_a=True)
-        return inputs_grad, kernel_grad
-
-    if pads_kernel_columns(x, kernel):
-        padded = tf.pad(kernel, [[0, 0], [0, _PAD_COLUMNS]])
-        return tf.matmul(x, padded)[:, : kernel.shape[1]], grad
-    return tf.matmul(x, kernel), grad
 
 
 @keras.saving.register_keras_serializable(package="alexnet_keras")
 class Dense(keras.layers.Dense):
-    """`keras.layers.Dense` for 2D inputs whose backward pass uses `matmul` above.
-
-    Same weights, arguments and config as Keras's layer (checkpoints are interchangeable).
+    """`keras.layers.Dense` for 2D inputs: kept so that files saved by 0.1 load unchanged.
 
     Input shape: `(batch, input_dim)`. Output shape: `(batch, units)`.
     """
@@ -80,12 +23,6 @@ class Dense(keras.layers.Dense):
         if len(input_shape) != 2:
             raise ValueError(f"Dense expects 2D inputs (batch, features). Received: {input_shape}")
         super().build(input_shape)
-
-    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        outputs = matmul(inputs, tf.cast(self.kernel, self.compute_dtype))
-        if self.use_bias:
-            outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, self.compute_dtype))
-        return self.activation(outputs)
 
 
 @keras.saving.register_keras_serializable(package="alexnet_keras")
@@ -96,26 +33,21 @@ class GroupedDense(keras.layers.Layer):
     whole previous layer (both columns). Here column g owns `kernel_g` [in, units_g] and `bias_g`
     (units_g = units / groups, the first columns taking one more when it does not divide), each
     its own draw from `kernel_initializer`. Inputs of rank > 2 are flattened (pool5's 6x6x256 maps,
-    channels last, so the weights match `Flatten` + `Dense`). Without `devices` the columns' outputs
-    are concatenated; with them ("towers") the layer takes a list of per-column tensors, each
-    device concatenates them (the paper's exchange) and computes its columns' units, forward and
-    backward, and the layer returns a list, or the concatenation on the first device when
-    `merge_columns` (the logits). The input gradient uses `matmul`'s faster CPU form.
+    channels last, so the weights match `Flatten` + `Dense`).
 
     Args:
         units: total output units.
         groups: number of columns.
         activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
         bias_regularizer: as in `keras.layers.Dense`, per column.
-        devices: optional device per column.
-        merge_columns: with `devices`, return one tensor (on the first device) instead of a list.
+        devices, merge_columns: accepted from files saved before 0.2 and not used (placement is
+            outside the layers).
 
-    Input shape: `(batch, ...)` (towers: a list of per-column tensors). Output shape:
-    `(batch, units)` (towers without `merge_columns`: a list of `(batch, units_g)`).
+    Input shape: `(batch, ...)`. Output shape: `(batch, units)`.
 
     Example:
-        >>> GroupedDense(4096, groups=2)(tf.zeros((1, 6, 6, 256))).shape
-        TensorShape([1, 4096])
+        >>> GroupedDense(4096, groups=2)(keras.ops.zeros((1, 6, 6, 256))).shape
+        (1, 4096)
     """
 
     def __init__(
@@ -128,7 +60,7 @@ class GroupedDense(keras.layers.Layer):
         bias_initializer: str | keras.initializers.Initializer = "zeros",
         kernel_regularizer: str | keras.regularizers.Regularizer | None = None,
         bias_regularizer: str | keras.regularizers.Regularizer | None = None,
-        devices: Sequence[str] | None = None,
+        devices: object = None,
         merge_columns: bool = False,
         **kwargs,
     ):
@@ -140,6 +72,7 @@ class GroupedDense(keras.layers.Layer):
                 f"`groups` must be an integer in [1, units]. Received: groups={groups}, "
                 f"units={units}"
             )
+        columns.check_legacy_devices(devices, groups)
         self.units = units
         self.groups = groups
         self.activation = keras.activations.get(activation)
@@ -148,8 +81,8 @@ class GroupedDense(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.devices = columns.check_devices(devices, groups)
-        self.merge_columns = bool(merge_columns)
+        # A faster kernel for the same result (`alexnet_keras.kernels`), set outside the layer.
+        self.fast_call: Callable | None = None
 
     @property
     def column_units(self) -> list[int]:
@@ -157,71 +90,52 @@ class GroupedDense(keras.layers.Layer):
         base, extra = divmod(self.units, self.groups)
         return [base + (g < extra) for g in range(self.groups)]
 
-    def build(self, input_shape: tuple | list) -> None:
-        shape = columns.whole_shape(input_shape)
-        if any(d is None for d in shape[1:]):
+    def build(self, input_shape: tuple) -> None:
+        if any(d is None for d in input_shape[1:]):
             raise ValueError(f"GroupedDense needs a known input size. Received: {input_shape}")
-        self.input_dim = math.prod(shape[1:])
+        self.input_dim = math.prod(input_shape[1:])
         self.kernels, self.biases = [], []
         for g, units in enumerate(self.column_units):
             suffix = "" if self.groups == 1 else f"_{g}"
-            with tf.device(self.devices[g] if self.devices else None):
-                self.kernels.append(
-                    self.add_weight(  # Cast by columns.compute_weight.
-                        name=f"kernel{suffix}",
-                        shape=(self.input_dim, units),
-                        initializer=columns.column_initializer(self.kernel_initializer, g),
+            self.kernels.append(
+                self.add_weight(  # Cast where read: column() and the kernels.
+                    name=f"kernel{suffix}",
+                    shape=(self.input_dim, units),
+                    initializer=columns.column_initializer(self.kernel_initializer, g),
+                    autocast=False,
+                    regularizer=self.kernel_regularizer,
+                )
+            )
+            if self.use_bias:
+                self.biases.append(
+                    self.add_weight(
+                        name=f"bias{suffix}",
+                        shape=(units,),
+                        initializer=columns.column_initializer(self.bias_initializer, g),
                         autocast=False,
-                        regularizer=self.kernel_regularizer,
+                        regularizer=self.bias_regularizer,
                     )
                 )
-                if self.use_bias:
-                    self.biases.append(
-                        self.add_weight(  # Cast by columns.compute_weight.
-                            name=f"bias{suffix}",
-                            shape=(units,),
-                            initializer=columns.column_initializer(self.bias_initializer, g),
-                            autocast=False,
-                            regularizer=self.bias_regularizer,
-                        )
-                    )
-        self.built = True
 
-    def _column(self, g: int, x: tf.Tensor) -> tf.Tensor:
-        y = matmul(x, columns.compute_weight(self.kernels[g], x.dtype))
+    def call(self, inputs: object) -> object:
+        if self.fast_call is not None:
+            return self.fast_call(self, inputs)
+        x = self.flat(inputs)
+        return columns.concat_channels([self.column(g, x) for g in range(self.groups)])
+
+    def flat(self, x: object) -> object:
+        """The input as [batch, input_dim] (pool5's maps flattened, channels last)."""
+        return x if len(x.shape) == 2 else ops.reshape(x, (-1, self.input_dim))
+
+    def column(self, g: int, x: object) -> object:
+        """Column g's units from the flat input (every unit reads both columns' maps)."""
+        y = ops.matmul(x, ops.cast(self.kernels[g], x.dtype))
         if self.use_bias:
-            y = tf.nn.bias_add(y, columns.compute_weight(self.biases[g], y.dtype))
-        return y
+            y = y + ops.cast(self.biases[g], y.dtype)
+        return self.activation(y)
 
-    def _flat(self, x: tf.Tensor) -> tf.Tensor:
-        return tf.reshape(x, [-1, self.input_dim]) if x.shape.rank != 2 else x
-
-    def call(self, inputs: tf.Tensor | list[tf.Tensor]) -> tf.Tensor | list[tf.Tensor]:
-        if not self.devices:
-            x = self._flat(columns.whole(inputs))
-            y = columns.whole([self._column(g, x) for g in range(self.groups)])
-            return y if self.activation is None else self.activation(y)
-        reads = columns.read_all(inputs, self.devices)
-
-        def column_fn(g: int) -> Callable[..., tf.Tensor]:
-            def column(*parts: tf.Tensor) -> tf.Tensor:
-                y = self._column(g, self._flat(columns.whole(parts)))
-                return y if self.activation is None else self.activation(y)
-
-            return column
-
-        outputs = [
-            columns.on_device(d, column_fn(g), *reads[g]) for g, d in enumerate(self.devices)
-        ]
-        if self.merge_columns:
-            return columns.on_device(self.devices[0], lambda *ys: columns.whole(ys), *outputs)
-        return outputs
-
-    def compute_output_shape(self, input_shape: tuple | list) -> tuple | list:
-        batch = columns.whole_shape(input_shape)[0]
-        if self.devices and not self.merge_columns:
-            return [(batch, units) for units in self.column_units]
-        return (batch, self.units)
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (input_shape[0], self.units)
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -234,53 +148,67 @@ class GroupedDense(keras.layers.Layer):
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
             bias_regularizer=keras.regularizers.serialize(self.bias_regularizer),
-            devices=list(self.devices) if self.devices else None,
-            merge_columns=self.merge_columns,
         )
         return config
 
 
 @keras.saving.register_keras_serializable(package="alexnet_keras")
 class ColumnDropout(keras.layers.Dropout):
-    """`keras.layers.Dropout` that also takes a list of per-column tensors (towers, Sec. 4.2).
+    """Dropout of fc6's and fc7's units (Sec. 4.2), in the paper's form or the inverted one.
 
-    With `devices`, each column's mask is drawn and applied on its own device, so dropout and its
-    gradient stay with the column. Without them it is Keras's layer.
+    `form="paper"`: while training each unit is zeroed with probability `rate` and the others
+    pass unchanged; at test time every output is multiplied by 1 - rate (the paper's 0.5), "a
+    reasonable approximation to taking the geometric mean of the predictive distributions".
+    `form="inverted"` (Keras, Caffe, torch): the kept units are divided by 1 - rate while training
+    and the layer is the identity at test time. Both give the same function of the weights they
+    were trained with, at inference; as a parametrisation of training they differ (the inverted
+    form's layers after a dropout learn at 1 / (1 - rate)^2 times the paper's relative rate), so
+    imported weights keep the form they were trained with. The default is "inverted" because
+    every file saved before the option existed was trained that way.
 
     Args:
         rate: fraction of units dropped (paper: 0.5).
-        devices: optional device per column.
-        **kwargs: as `keras.layers.Dropout` (seed, noise_shape, name).
+        form: "paper" or "inverted".
+        seed: as `keras.layers.Dropout`.
+        devices: accepted from files saved before 0.2 and not used (placement is outside layers).
 
-    Input/output shape: any; towers: a list of per-column tensors.
+    Input/output shape: any.
     """
 
-    def __init__(self, rate: float, devices: Sequence[str] | None = None, **kwargs):
+    def __init__(self, rate: float, form: str = "inverted", devices: object = None, **kwargs):
         super().__init__(rate, **kwargs)
-        self.devices = tuple(devices) if devices else None
+        if not 0 <= rate < 1:
+            raise ValueError(f"`rate` must be in [0, 1). Received: rate={rate}")
+        if form not in constants.DROPOUT_FORMS:
+            raise ValueError(
+                f"`form` must be one of {constants.DROPOUT_FORMS}. Received: form={form!r}"
+            )
+        if self.noise_shape is not None:
+            raise ValueError(
+                f"`noise_shape` is not supported. Received: noise_shape={self.noise_shape}"
+            )
+        self.form = form
+        # A replacement for the same computation (`alexnet_keras.kernels`), set outside the layer.
+        self.fast_call: Callable | None = None
 
-    def call(
-        self, inputs: tf.Tensor | list[tf.Tensor], training: bool = False
-    ) -> tf.Tensor | list[tf.Tensor]:
-        if not isinstance(inputs, list | tuple):
-            return super().call(inputs, training=training)
+    def call(self, inputs: object, training: bool = False) -> object:
+        if self.fast_call is not None:
+            return self.fast_call(self, inputs, training)
         if not training or self.rate == 0:
-            return list(inputs)
-        outputs = []
-        for device, x in zip(self.devices or [None] * len(inputs), inputs):
-            seed = tf.cast(self.seed_generator.next(), tf.int64)  # Fresh per column and step.
-            outputs.append(columns.on_device(device, self._drop, x, seed))
-        return outputs
+            return self.at_test_time(inputs)
+        keep = keras.random.uniform(ops.shape(inputs), seed=self.seed_generator) >= self.rate
+        return self.masked(inputs, keep)
 
-    def _drop(self, x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        return tf.nn.experimental.stateless_dropout(x, self.rate, seed)
+    def at_test_time(self, x: object) -> object:
+        """The output outside training: the paper's 0.5 scaling, or the identity (inverted)."""
+        return x * (1.0 - self.rate) if self.form == "paper" and self.rate else x
 
-    def compute_output_shape(self, input_shape: tuple | list) -> tuple | list:
-        if columns.is_columns_shape(input_shape):
-            return [tuple(s) for s in input_shape]
-        return input_shape
+    def masked(self, x: object, keep: object) -> object:
+        """The training output for a boolean mask of the units kept."""
+        kept = x / (1.0 - self.rate) if self.form == "inverted" else x
+        return ops.where(keep, kept, ops.zeros_like(x))
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config["devices"] = list(self.devices) if self.devices else None
+        config["form"] = self.form
         return config

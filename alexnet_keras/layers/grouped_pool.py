@@ -1,37 +1,35 @@
-"""Max pooling per channel column, for the paper's two-device layout (Sec. 3.2)."""
+"""Max pooling of the paper's column-split maps (Sec. 3.2, 3.4)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from alexnet_keras.layers import columns
 
 
 @keras.saving.register_keras_serializable(package="alexnet_keras")
 class GroupedMaxPool2D(keras.layers.Layer):
-    """Max pooling applied per channel column, each column's op pinned to its own device.
+    """Overlapping max pooling (Sec. 3.4: 3x3 windows, stride 2) of `groups` channel columns.
 
-    Pooling is per channel, so the result equals `keras.layers.MaxPooling2D`; the split only
-    matters for placement: with `devices` the layer takes and returns a list of per-column tensors
-    and pools each on its own device, so between conv1 and conv3 a column never leaves its device
-    (Sec. 3.2).
+    Pooling is per channel, so the result equals `keras.layers.MaxPooling2D` whatever `groups`
+    is; `groups` records the columns, so the towers builder pools each column on its device.
 
     Args:
         pool_size: int or pair.
         strides: int or pair.
         padding: `"valid"` or `"same"`.
         groups: number of channel columns.
-        devices: optional device per column.
+        devices: accepted from files saved before 0.2 and not used (placement is outside layers).
 
     Input shape: `(batch, height, width, channels)`.
     Output shape: `(batch, new_height, new_width, channels)`.
 
     Example:
-        >>> GroupedMaxPool2D(3, 2)(tf.zeros((1, 55, 55, 96))).shape
-        TensorShape([1, 27, 27, 96])
+        >>> GroupedMaxPool2D(3, 2)(keras.ops.zeros((1, 55, 55, 96))).shape
+        (1, 27, 27, 96)
     """
 
     def __init__(
@@ -40,49 +38,32 @@ class GroupedMaxPool2D(keras.layers.Layer):
         strides: int | Sequence[int] = 2,
         padding: str = "valid",
         groups: int = 1,
-        devices: Sequence[str] | None = None,
+        devices: object = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if not isinstance(groups, int) or groups < 1:
             raise ValueError(f"`groups` must be a positive integer. Received: groups={groups}")
-        if padding not in ("valid", "same"):
+        if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
             raise ValueError(f"`padding` must be 'valid' or 'same'. Received: padding={padding}")
+        columns.check_legacy_devices(devices, groups)
         self.pool_size = columns.pair(pool_size, "pool_size")
         self.strides = columns.pair(strides, "strides")
-        self.padding = padding
+        self.padding = padding.lower()
         self.groups = groups
-        self.devices = columns.check_devices(devices, groups)
 
-    def build(self, input_shape: tuple | list) -> None:
-        input_shape = columns.whole_shape(input_shape)  # Towers pass one shape per column.
+    def build(self, input_shape: tuple) -> None:
         channels = input_shape[-1]
         if channels is not None and channels % self.groups:
             raise ValueError(
                 f"Input channels must be divisible by `groups`. Received: groups={self.groups}, "
                 f"input channels={channels}"
             )
-        self.built = True
 
-    def call(self, inputs: tf.Tensor | list[tf.Tensor]) -> tf.Tensor | list[tf.Tensor]:
-        if not self.devices:  # Pooling is per channel: one op equals the per-column ones.
-            return self._pool(inputs)
-        parts = columns.as_columns(inputs, self.groups) or columns.split_channels(
-            inputs, self.groups
-        )
-        return [columns.on_device(d, self._pool, part) for d, part in zip(self.devices, parts)]
+    def call(self, inputs: object) -> object:
+        return ops.max_pool(inputs, self.pool_size, self.strides, self.padding)
 
-    def _pool(self, x: tf.Tensor) -> tf.Tensor:
-        return tf.nn.max_pool2d(x, self.pool_size, self.strides, self.padding.upper())
-
-    def compute_output_shape(self, input_shape: tuple | list) -> tuple | list:
-        if columns.is_columns_shape(input_shape):
-            return [self._pooled(tuple(s)) for s in input_shape]
-        if self.devices:
-            return [self._pooled((*input_shape[:-1], input_shape[-1] // self.groups))] * self.groups
-        return self._pooled(input_shape)
-
-    def _pooled(self, input_shape: tuple) -> tuple:
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         height = columns.conv_output_length(
             input_shape[1], self.pool_size[0], self.strides[0], self.padding
         )
@@ -98,6 +79,5 @@ class GroupedMaxPool2D(keras.layers.Layer):
             strides=self.strides,
             padding=self.padding,
             groups=self.groups,
-            devices=list(self.devices) if self.devices else None,
         )
         return config

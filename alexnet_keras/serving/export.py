@@ -20,7 +20,6 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 
-import keras
 from absl import logging
 from google.protobuf import (
     descriptor_pb2,
@@ -31,13 +30,12 @@ from google.protobuf import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
+from alexnet_keras import keras_file as keras_file_lib
 from alexnet_keras import run_dir
-from alexnet_keras.config import TrainConfig
+from alexnet_keras.config import DEFAULT_EXPORT_BASE, DEFAULT_MODEL_NAME, TrainConfig
 from alexnet_keras.data import labels, stats
 from alexnet_keras.serving import signatures, warmup
 
-DEFAULT_EXPORT_BASE = "exports"
-DEFAULT_MODEL_NAME = "alexnet"
 MODELS_CONFIG_FILE = "models.config"
 BATCHING_FILE = "batching_parameters.txt"
 LABELS_FILE = "labels.txt"
@@ -84,23 +82,6 @@ def _read_class_names(path: str) -> tuple[str, ...]:
         return tuple(line.rstrip("\n") for line in f if line.strip())
 
 
-def _config_from_keras_file(keras_file: str) -> TrainConfig:
-    """Architecture settings read from a `.keras` file written without a run directory."""
-    try:
-        model = keras.saving.load_model(keras_file, compile=False)
-    except Exception as error:
-        raise ValueError(f"Cannot read --keras_file={keras_file}: {error}") from error
-    layer_names = {layer.name for layer in model.layers}
-    scale = model.get_layer("input_scale").scale if "input_scale" in layer_names else 1.0
-    return TrainConfig(
-        image_size=int(model.input_shape[1]),
-        groups=int(model.get_layer("conv1").groups),
-        use_lrn="lrn1" in layer_names,
-        input_scale=float(scale),
-        dropout=float(model.get_layer("drop6").rate),
-    )
-
-
 def resolve_source(
     model_dir: str | None = None,
     keras_file: str | None = None,
@@ -126,8 +107,11 @@ def resolve_source(
             raise FileNotFoundError(f"--keras_file={path} does not exist.")
         if os.path.exists(os.path.join(directory, run_dir.CONFIG_FILE)):
             config = run_dir.load_config(directory)
-        else:
-            config = _config_from_keras_file(path)
+        else:  # Everything that decides the network's function, read from the file itself.
+            try:
+                config = TrainConfig(**keras_file_lib.settings(path))
+            except ValueError as error:
+                raise ValueError(f"--keras_file={path}: {error}") from None
     if not os.path.isfile(path):
         other = "last" if checkpoint == "best" else "best"
         if model_dir is not None and os.path.isfile(run_dir.model_file(model_dir, other)):
@@ -322,7 +306,7 @@ def export_saved_model(
     created = _make_dirs(model_base)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_base)  # Not numeric: ignored.
     try:
-        signatures.write_saved_model(archive, tmp)
+        archive.write_out(tmp, verbose=False)
         info = {
             "checkpoint": os.path.abspath(source.checkpoint),
             "signatures": list(signatures.SIGNATURES),

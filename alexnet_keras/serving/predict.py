@@ -11,9 +11,6 @@ import re
 from collections.abc import Sequence
 
 from alexnet_keras.serving.client import Prediction
-from alexnet_keras.serving.export import DEFAULT_EXPORT_BASE, DEFAULT_MODEL_NAME
-
-DEFAULT_SAVED_MODEL = os.path.join(DEFAULT_EXPORT_BASE, DEFAULT_MODEL_NAME)
 
 
 def resolve_saved_model(path: str) -> str:

@@ -16,7 +16,9 @@ Every signature returns `probabilities` float32 [batch, classes] (softmax; the 1
 exported with ten_crop), `top_k_ids` int32 [batch, k], `top_k_scores` float32 [batch, k] and
 `top_k_labels` string [batch, k] (human-readable class names).
 
-The network comes from `run_dir.load_inference_model`: float32, no tower device pins, on any device.
+The network comes from `run_dir.load_inference_model`: the layers with their portable kernels
+(`kernels.PORTABLE`: plain TF ops, one convolution per column, TF's LRN op, no XLA, nothing
+chosen by the exporting machine), float32 or bfloat16 weights, no device pins.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import tensorflow as tf
 
 from alexnet_keras.data import geometry, pixels, preprocessing
 from alexnet_keras.data.stats import DatasetStats
-from alexnet_keras.layers import grouped_conv
 
 SERVING_DEFAULT = "serving_default"
 PREDICT_IMAGES = "predict_images"
@@ -158,7 +159,7 @@ class ServingFunctions:
         }
 
     def export_archive(self) -> keras.export.ExportArchive:
-        """A Keras ExportArchive with the three signatures (written by `write_saved_model`)."""
+        """A Keras ExportArchive with the three signatures (`write_out(path)` writes it)."""
         archive = keras.export.ExportArchive()
         archive.track(self.model)
         specs = self.input_signatures()
@@ -169,17 +170,7 @@ class ServingFunctions:
         def predict_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
             return self.serve_images(images)
 
-        with grouped_conv.per_group_ops():  # Traced here; served on CPUs with or without oneDNN.
-            archive.add_endpoint(SERVING_DEFAULT, serving_default, [specs[SERVING_DEFAULT]])
-            archive.add_endpoint(PREDICT_IMAGES, predict_images, [specs[PREDICT_IMAGES]])
-            archive.add_endpoint(
-                PREDICT_IMAGES_UINT8, predict_images, [specs[PREDICT_IMAGES_UINT8]]
-            )
+        archive.add_endpoint(SERVING_DEFAULT, serving_default, [specs[SERVING_DEFAULT]])
+        archive.add_endpoint(PREDICT_IMAGES, predict_images, [specs[PREDICT_IMAGES]])
+        archive.add_endpoint(PREDICT_IMAGES_UINT8, predict_images, [specs[PREDICT_IMAGES_UINT8]])
         return archive
-
-
-def write_saved_model(archive: keras.export.ExportArchive, path: str) -> None:
-    """Writes `archive` to `path`. `write_out` traces the endpoints again, so it too runs
-    grouped layers per group: the SavedModel then serves with or without oneDNN."""
-    with grouped_conv.per_group_ops():
-        archive.write_out(path, verbose=False)

@@ -206,11 +206,12 @@ class ModelSaver(keras.callbacks.Callback):
         logs = logs or {}
         if not math.isfinite(float(logs.get("loss", 0.0))):
             return
-        _save_model_atomically(self.model, os.path.join(self.model_dir, run_dir.LAST_FILE))
+        network = self.model.network  # Saved without the training model's layout (towers).
+        _save_model_atomically(network, os.path.join(self.model_dir, run_dir.LAST_FILE))
         value = logs.get(self.monitor)
         if value is not None and float(value) > self.best:
             self.best = float(value)
-            _save_model_atomically(self.model, os.path.join(self.model_dir, run_dir.BEST_FILE))
+            _save_model_atomically(network, os.path.join(self.model_dir, run_dir.BEST_FILE))
             _write_json_atomically(self.best_path, {self.monitor: self.best, "epoch": epoch + 1})
 
 
@@ -250,7 +251,8 @@ class FilterImageCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.every_n_epochs:
             return
-        grid = filter_grid.model_filter_grid(self.model, self.scale)
+        network = getattr(self.model, "network", self.model)  # A TrainingModel's, or any model.
+        grid = filter_grid.model_filter_grid(network, self.scale)
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         with self._writer.as_default():

@@ -45,19 +45,30 @@ class RunState:
         self.step = counter("step")
         self.first_bad_step = counter("first_bad_step")
         self.metric_variables = [v.value for v in model.metrics_variables]
+        network = model.network  # The checkpoint holds the network as a run of 0.1 saved it.
         self.rng = [
             layer.seed_generator.state.value
-            for layer in model.layers
+            for layer in network.layers
             if hasattr(layer, "seed_generator")
         ]
         self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=model.optimizer, step=self.step,
+            model=network, optimizer=model.optimizer, step=self.step,
             first_bad_step=self.first_bad_step, metrics=self.metric_variables, rng=self.rng,
         )  # fmt: skip
         self.directory = directory
         self.max_to_keep = max_to_keep
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep)
         self.restore_from = restore_from
+
+    def count_step(self, logs: dict) -> None:
+        """Counts a train step and notes the first non-finite loss (`TrainingModel.after_step`).
+
+        The optimizer's `iterations` does not advance on float16 steps the loss scale skips, so
+        the run counts its steps itself (epochs, checkpoint names and input position follow it).
+        """
+        step = self.step.assign_add(1)
+        bad = tf.logical_and(self.first_bad_step < 0, ~tf.math.is_finite(logs["loss"]))
+        self.first_bad_step.assign(tf.where(bad, step, self.first_bad_step))
 
     def save(self, step: int) -> str:
         return self.manager.save(checkpoint_number=step)

@@ -2,15 +2,13 @@
 
 uint8: each crop travels as uint8 with its per-image RGB shift (minus the mean, plus the PCA
 lighting offset; `preprocessing.preprocess_for_train(uint8_pixels=True)`), and the train step
-casts and adds them on the replica's device (`pixels.shift_batch`): a quarter of the bytes.
+casts and adds them on the replica's device (`TrainingModel.train_step`): a quarter of the bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from alexnet_keras.config import TrainConfig
-from alexnet_keras.data import pixels, stats
+from alexnet_keras.data import stats
 
 
 def sends_uint8(config: TrainConfig, data_stats: stats.DatasetStats) -> bool:
@@ -29,14 +27,3 @@ def sends_uint8(config: TrainConfig, data_stats: stats.DatasetStats) -> bool:
     if config.input_dtype == "auto":
         return data_stats.mean_image is None
     return config.input_dtype == "uint8"
-
-
-def finish_pixels_on_device(train_step: Callable[[object], dict]) -> Callable:
-    """The train step of a uint8 stream: ((crops, shifts), labels) -> (float32 images, labels),
-    the cast and add running in the step, on the replica's device."""
-
-    def on_pixels(data: tuple) -> dict:
-        (crops, shifts), labels = data
-        return train_step((pixels.shift_batch(crops, shifts), labels))
-
-    return on_pixels

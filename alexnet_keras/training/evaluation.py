@@ -110,8 +110,8 @@ def final_metrics(
                    "split": split}  # fmt: skip
     else:
         final = os.path.join(save_dir, run_dir.MODEL_FILES[config.final_checkpoint])
-        if os.path.exists(final):
-            model.load_weights(final)
+        if os.path.exists(final):  # Into the network the run saved (a TrainingModel's).
+            getattr(model, "network", model).load_weights(final)
         metrics = evaluate_model(model, dataset, split)
     metrics["checkpoint"] = config.final_checkpoint
     return metrics

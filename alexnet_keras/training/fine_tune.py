@@ -3,6 +3,9 @@
 Layers are matched by name (the stable names conv1..fc8). A layer whose weights have the same
 shapes is copied; the classifier (fc8) is left at its fresh initialization when the class count
 differs, as in Caffe's fine-tuning recipe; any other mismatch is an error naming the layer.
+Copied weights keep the function they were trained for only under the same settings without
+weights (the LRN's form, the input scale, the dropout form): those must equal the source's
+(`check_settings`); the command line takes the source's where no flag sets them.
 """
 
 from __future__ import annotations
@@ -12,9 +15,43 @@ import os
 import keras
 from absl import logging
 
-from alexnet_keras import run_dir
+from alexnet_keras import keras_file, run_dir
+from alexnet_keras.config import TrainConfig
 
 CLASSIFIER = "fc8"
+# The settings that change what copied weights compute (the image size only changes fc6's input
+# size, which load_matching_layers refuses by name).
+FUNCTION_SETTINGS = ("architecture", "groups", "use_lrn", "lrn_form", "input_scale", "dropout_form")
+
+
+def source_settings(init_from: str) -> dict:
+    """FUNCTION_SETTINGS of --init_from: its run's config.json, or the .keras file's layers."""
+    if os.path.isdir(init_from):
+        config = run_dir.load_config(init_from)
+        return {name: getattr(config, name) for name in FUNCTION_SETTINGS}
+    if not os.path.isfile(init_from):
+        raise FileNotFoundError(
+            f"--init_from={init_from} is neither a run directory nor a .keras file."
+        )
+    try:
+        found = keras_file.settings(init_from)
+    except ValueError as error:
+        raise ValueError(f"--init_from={init_from}: {error}") from None
+    return {name: found[name] for name in FUNCTION_SETTINGS if name in found}
+
+
+def check_settings(config: TrainConfig) -> dict:
+    """Refuses a run whose settings without weights differ from --init_from's; returns those."""
+    source = source_settings(config.init_from)
+    different = [name for name, value in source.items() if getattr(config, name) != value]
+    if different:
+        theirs = " ".join(f"--{name}={source[name]}" for name in different)
+        ours = " ".join(f"--{name}={getattr(config, name)}" for name in different)
+        raise ValueError(
+            f"--init_from={config.init_from} was trained with {theirs}; this run has {ours}. Its "
+            f"weights compute another function under these: pass {theirs}."
+        )
+    return source
 
 
 def source_model(init_from: str) -> keras.Model:

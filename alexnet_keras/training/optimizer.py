@@ -13,6 +13,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from alexnet_keras.training import keras_internals
+
 
 def is_decayed(variable: keras.Variable) -> bool:
     """Weight decay applies to kernels (conv and fc weights), not biases, as in Caffe's recipe."""
@@ -61,7 +63,7 @@ def _local_copy(slot: tf.Variable, variable: tf.Variable) -> tf.Variable:
 
 
 @keras.saving.register_keras_serializable(package="alexnet_keras")
-class PaperSGD(keras.optimizers.SGD):
+class PaperSGD(keras_internals.GradientReduction, keras.optimizers.SGD):
     """SGD with momentum and coupled weight decay on kernels: the paper's Sec. 5 update.
 
     Args:
@@ -115,22 +117,12 @@ class PaperSGD(keras.optimizers.SGD):
         with tf.device(_device(reference_variable)):
             return super().add_variable_from_reference(reference_variable, name, initializer)
 
-    def _all_reduce_sum_gradients(self, grads_and_vars: list) -> list:
-        # One replica (one device, or the towers): nothing to sum, and Keras's all-reduce would
-        # pass every gradient through one IdentityN on the first device, so a tower's gradients
-        # crossed to device 0 and back each step (measured on the executed graph).
-        if tf.distribute.get_strategy().num_replicas_in_sync == 1:
-            return list(grads_and_vars)
-        # Across replicas, sum in the variables' float32 (bfloat16 sums lose precision).
-        grads_and_vars = [(g if g is None else tf.cast(g, v.dtype), v) for g, v in grads_and_vars]
-        return super()._all_reduce_sum_gradients(grads_and_vars)
-
     def update_step(self, gradient, variable, learning_rate):  # noqa: ANN001, ANN201
         with tf.device(_device(variable)):  # The whole update next to its variable (towers).
             return self._update_step(gradient, variable, learning_rate)
 
     def _update_step(self, gradient, variable, learning_rate):  # noqa: ANN001, ANN202
-        index = self._get_variable_index(variable)
+        index = keras_internals.variable_index(self, variable)
         decay = self.coupled_weight_decay if self._decayed[index] else 0.0
         if not decay or self.momentum == 0 or self.nesterov:  # Not the fused XLA update.
             gradient = tf.cast(gradient, variable.dtype)

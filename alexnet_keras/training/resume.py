@@ -15,31 +15,20 @@ import json
 import os
 
 from alexnet_keras import run_dir
-from alexnet_keras.config import TrainConfig
+from alexnet_keras.config import ALLOWED_CHANGES, FREE, TrainConfig
 from alexnet_keras.data.stats import DatasetStats
-
-# Where and how the run executes, not what it computes.
-FREE = frozenset({
-    "data_dir", "manual_dir", "model_dir", "checkpoint_every_steps", "steps_per_execution",
-    "strict_data",
-    "distribution", "devices", "logical_devices", "jit_compile", "conv3x3_algorithm",
-    "deterministic",
-})  # fmt: skip
-# The same run, continued with other values: accepted with --allow_changes=NAME,...
-ALLOWED_CHANGES = (
-    "epochs", "ten_crop_eval", "final_checkpoint", "validation_steps", "plateau_patience",
-    "max_lr_drops", "lr_boundaries", "mixed_precision", "input_dtype",
-)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
 class RunRecord:
-    """What run.json holds: the data seed (also for runs without --seed), the precision, and the
-    layers that started from a fresh initialization (all, unless --init_from loaded some)."""
+    """What run.json holds: the data seed (also for runs without --seed), the precision, the
+    layers that started from a fresh initialization (all, unless --init_from loaded some), and
+    --init_from's settings without weights, which the run kept (`fine_tune.check_settings`)."""
 
     data_seed: int
     precision: str
     new_layers: tuple[str, ...] | None = None
+    init_from_settings: dict | None = None
 
     def write(self, model_dir: str) -> None:
         path = os.path.join(model_dir, run_dir.RUN_STATE_FILE)

@@ -123,18 +123,3 @@ def describe_towers(model: keras.Model) -> str:
         for device in sorted(set(weights) | set(state))
     ]
     return "Towers: " + "; ".join(parts) + "."
-
-
-def prepare_multi_worker(model: keras.Model) -> None:
-    """Works around Keras 3.15's fit under MultiWorkerMirroredStrategy (tensorflow#72388)."""
-    # Keras 3.15 reduces the first input batch with strategy.reduce() before training, which
-    # MultiWorkerMirroredStrategy cannot do for per-replica inputs. Without a stored strategy
-    # Keras skips that step and takes the strategy from the scope fit runs in.
-    model._distribute_strategy = None
-    # And it averages each step's scalar logs with strategy.reduce(axis=0), which needs a vector
-    # (tensorflow/tensorflow#72388): hand it one-element vectors.
-    for name in ("train_step", "test_step"):
-        step = getattr(model, name)
-        setattr(model, name, lambda data, step=step: {
-            key: tf.reshape(value, [1]) for key, value in step(data).items()
-        })  # fmt: skip

@@ -10,123 +10,81 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import dataclasses
 import json
-import math
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
 from absl import logging
 
-from alexnet_keras import run_dir
+from alexnet_keras import kernels, run_dir
 from alexnet_keras.config import TrainConfig
-from alexnet_keras.data import pipeline, sources, stats
-from alexnet_keras.layers import winograd
+from alexnet_keras.data import pipeline, stats
 from alexnet_keras.model import build_alexnet
 from alexnet_keras.training import callbacks as cb
 from alexnet_keras.training import (
-    device_input,
     evaluation,
     fine_tune,
     precision,
     resume,
     strategies,
+    towers,
 )
 from alexnet_keras.training.checkpoints import RunState
+from alexnet_keras.training.datasets import Datasets, make_datasets
 from alexnet_keras.training.optimizer import PaperSGD
+from alexnet_keras.training.training_model import TrainingModel
 
-Stream = tf.data.Dataset | tf.distribute.DistributedDataset
 INITIAL_LOSS_SCALE = 2.0**15  # float16's dynamic loss scale starts here (Keras's default).
 
 
-@dataclasses.dataclass(frozen=True)
-class Datasets:
-    """What a run trains and evaluates on.
-
-    `train` is the endless training stream of global batches, or a function of the step it must
-    start at (the run's own pipeline: a resumed run continues the stream exactly); validation and
-    evaluation are one pass each, evaluation of 10-crop batches [batch, 10, size, size, 3] when
-    the run asks for them. With `uint8_pixels` the training stream yields ((uint8 crops,
-    RGB shifts), labels) and the step finishes them on the device (`pixels.shift_batch`).
-    """
-
-    train: Stream | Callable[[int], Stream]
-    validation: tf.data.Dataset
-    evaluation: tf.data.Dataset
-    class_names: tuple[str, ...]
-    steps_per_epoch: int
-    eval_split: str
-    uint8_pixels: bool = False
-
-    def train_from(self, step: int) -> Stream:
-        return self.train(step) if callable(self.train) else self.train
-
-
-def make_datasets(
-    config: TrainConfig,
-    strategy: tf.distribute.Strategy,
-    data_stats: stats.DatasetStats,
-    data_seed: int,
-) -> Datasets:
-    """The configured source through the shared input pipeline, one stream per input pipeline."""
-    try:
-        info = sources.dataset_info(config.dataset, config.data_dir, config.manual_dir)
-    except (ValueError, FileNotFoundError) as error:
-        raise type(error)(f"--dataset={config.dataset}: {error}") from error
-    uint8_pixels = device_input.sends_uint8(config, data_stats)
-    common = dict(
-        image_size=config.image_size, resize_size=config.resize_size, stats=data_stats,
-        data_dir=config.data_dir, manual_dir=config.manual_dir, strict=config.strict_data,
-    )  # fmt: skip
-
-    def train_from(step: int) -> Stream:
-        def train_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-            per_pipeline = config.batch_size // context.num_input_pipelines
-            return pipeline.build_dataset(
-                config.dataset, info.train_split, training=True, input_context=context,
-                batch_size=context.get_per_replica_batch_size(config.batch_size),
-                seed=data_seed, start=step * per_pipeline, augment=config.augment,
-                lighting_std=config.lighting_std, uint8_pixels=uint8_pixels, **common,
-            )  # fmt: skip
-
-        if strategy.num_replicas_in_sync > 1 or config.distribution == "multi_worker":
-            return strategy.distribute_datasets_from_function(train_fn)
-        return train_fn(tf.distribute.InputContext())
-
-    def eval_dataset(ten_crop: bool) -> tf.data.Dataset:
-        return pipeline.build_dataset(
-            config.dataset, info.eval_split, training=False, batch_size=config.batch_size,
-            ten_crop=ten_crop, **common,
-        )  # fmt: skip
-
-    return Datasets(
-        train=train_from,
-        validation=eval_dataset(False),
-        evaluation=eval_dataset(config.ten_crop_eval),
-        class_names=info.class_names,
-        steps_per_epoch=config.steps_per_epoch
-        or math.ceil(info.num_train_examples / config.batch_size),
-        eval_split=info.eval_split,
-        uint8_pixels=uint8_pixels,
-    )
-
-
 def compile_alexnet(
-    config: TrainConfig, num_classes: int, towers: tuple[str, ...] | None, replicas: int
-) -> keras.Model:
-    """The training model, optimizer, loss and metrics; call inside the strategy's scope.
+    config: TrainConfig,
+    num_classes: int,
+    strategy: tf.distribute.Strategy,
+    tower_devices: tuple[str, ...] | None = None,
+    kernel_policy: kernels.KernelPolicy | None = None,
+    uint8_pixels: bool = False,
+) -> TrainingModel:
+    """The training model, optimizer, loss and metrics, their variables in `strategy`'s scope.
 
     Shared with tools/benchmark.py, so the benchmark times exactly the step that training runs.
+    `kernel_policy` (None: the reference layers) is not used by towers, which run each column's
+    reference `column` on its device. Under MultiWorkerMirroredStrategy the `TrainingModel`
+    around the network (it holds no variables) is made outside the scope, so fit takes the
+    strategy from the scope it runs in: Keras 3.15 would otherwise reduce the first input batch
+    with strategy.reduce(), which that strategy cannot do for per-replica inputs.
     """
-    model = build_alexnet(num_classes=num_classes, tower_devices=towers, **config.model_kwargs())
-    fine_tune.check_freeze(config.freeze, model)
+    with strategy.scope():
+        if tower_devices:
+            with towers.variables_on(tower_devices):
+                network = build_alexnet(num_classes=num_classes, **config.model_kwargs())
+        else:
+            network = build_alexnet(
+                num_classes=num_classes, kernel_policy=kernel_policy, **config.model_kwargs()
+            )
+    fine_tune.check_freeze(config.freeze, network)
     for name in config.freeze:  # Before compiling: frozen layers get no gradient nor momentum.
-        model.get_layer(name).trainable = False
+        network.get_layer(name).trainable = False
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    with contextlib.nullcontext() if multi_worker else strategy.scope():
+        model = TrainingModel(network, tower_devices, uint8_pixels, vector_logs=multi_worker)
+    with strategy.scope():
+        _compile(model, config, num_classes, strategy.num_replicas_in_sync, tower_devices)
+    return model
+
+
+def _compile(
+    model: TrainingModel,
+    config: TrainConfig,
+    num_classes: int,
+    replicas: int,
+    tower_devices: tuple[str, ...] | None,
+) -> None:
     optimizer = PaperSGD(config.learning_rate, config.momentum, config.weight_decay)
     if keras.mixed_precision.global_policy().name == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer, INITIAL_LOSS_SCALE)
@@ -139,7 +97,7 @@ def compile_alexnet(
         ],
         # XLA under MirroredStrategy fails ("Trying to access resource ... located in device
         # CPU:1 from device CPU:0") and would ignore the towers' device pins.
-        jit_compile=config.jit_compile and replicas == 1 and towers is None,
+        jit_compile=config.jit_compile and replicas == 1 and tower_devices is None,
         steps_per_execution=config.steps_per_execution,
     )
     optimizer.build(model.trainable_variables)
@@ -149,7 +107,6 @@ def compile_alexnet(
     model.compute_metrics(None, labels, logits, None)
     model.compute_loss(y=labels, y_pred=logits)
     model.reset_metrics()
-    return model
 
 
 def run(
@@ -162,16 +119,14 @@ def run(
     """Trains (or resumes) per `config`, evaluates, writes metrics.json and returns the metrics.
 
     `allow_changes` names the recorded settings a resumed run may change (see `resume.py`);
-    `callbacks` run after the run's own. The mixed-precision policy and conv3x3 algorithm the run
-    sets are restored afterwards, so a run leaves no global state behind in the calling process.
+    `callbacks` run after the run's own. The mixed-precision policy the run sets is restored
+    afterwards, so a run leaves no global state behind in the calling process.
     """
     previous_policy = keras.mixed_precision.global_policy()
-    previous_algorithm = winograd.algorithm()
     try:
         return _run(config, strategy, datasets, tuple(allow_changes), list(callbacks))
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-        winograd.set_algorithm(previous_algorithm)
 
 
 def _run(
@@ -195,11 +150,17 @@ def _run(
             config.model_dir, config, data_stats, computes_in, allow_changes
         )
     record = resume.RunRecord.read(config.model_dir) if resuming else None
+    if record is not None and record.init_from_settings is not None:
+        inherited = record.init_from_settings
+    elif config.init_from:  # Before any work: copied weights keep their function, or no run.
+        inherited = fine_tune.check_settings(config)
+    else:
+        inherited = None
     data_seed = record.data_seed if record else config.seed or pipeline.random_seed()
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         data_seed = strategies.chiefs_value(strategy, data_seed)  # One order for all workers.
     precision.set_precision(config.mixed_precision)
-    winograd.set_algorithm(config.conv3x3_algorithm)
+    kernel_policy = None if towers else resolve_kernels(config)
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -217,8 +178,10 @@ def _run(
     if chief:
         _write_run_files(config, datasets, data_stats)
 
+    model = compile_alexnet(
+        config, len(datasets.class_names), strategy, towers, kernel_policy, datasets.uint8_pixels
+    )
     with strategy.scope():
-        model = compile_alexnet(config, len(datasets.class_names), towers, replicas)
         # Under multi-worker training every worker saves (saving is collective), the non-chief
         # ones into a throwaway directory; all resume from the chief's checkpoints.
         checkpoints = os.path.join(model_dir, run_dir.CHECKPOINT_DIR)
@@ -233,7 +196,7 @@ def _run(
         logging.info(strategies.describe_towers(model))
     new_layers = _start_from(model, config, record)
     if chief:
-        resume.RunRecord(data_seed, computes_in, new_layers).write(model_dir)
+        resume.RunRecord(data_seed, computes_in, new_layers, inherited).write(model_dir)
     start = state.restore_latest()
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     if multi_worker and strategies.chiefs_value(strategy, start) != start:
@@ -242,10 +205,7 @@ def _run(
             "--model_dir must be one directory that every worker reads (a shared filesystem)."
         )
     metric_values = [v.numpy() for v in state.metric_variables]
-    train_step = model.train_step
-    if datasets.uint8_pixels:
-        train_step = device_input.finish_pixels_on_device(train_step)
-    model.train_step = _counting_steps(train_step, state)
+    model.after_step = state.count_step
     steps_per_epoch = datasets.steps_per_epoch
     epoch, step_in_epoch = divmod(start, steps_per_epoch)
     if chief:
@@ -281,10 +241,7 @@ def _run(
         verbose=1 if sys.stdout.isatty() else 2,
         shuffle=False,  # The input pipeline shuffles.
     )
-    if multi_worker:
-        strategies.prepare_multi_worker(model)
-    scope = strategy.scope() if model._distribute_strategy is None else contextlib.nullcontext()
-    with scope:
+    with strategy.scope():
         last_logs = _fit(model, config, datasets, start, steps_per_epoch, fit_args, step_checkpoint)
     if step_checkpoint.failed_step is not None:
         raise FloatingPointError(
@@ -313,19 +270,20 @@ def _async(callback: keras.callbacks.Callback) -> keras.callbacks.Callback:
 
 
 def _start_from(
-    model: keras.Model, config: TrainConfig, record: resume.RunRecord | None
+    model: TrainingModel, config: TrainConfig, record: resume.RunRecord | None
 ) -> tuple[str, ...]:
     """Loads --init_from's matching layers into a new run (a resumed one has its checkpoint) and
     slows their learning rate by --fine_tune_lr_factor; records the layers that start new."""
     if record is not None and record.new_layers is not None:
         new_layers = record.new_layers
     elif config.init_from:
-        _, fresh = fine_tune.load_matching_layers(model, fine_tune.source_model(config.init_from))
+        source = fine_tune.source_model(config.init_from)
+        _, fresh = fine_tune.load_matching_layers(model.network, source)
         new_layers = tuple(fresh)
     else:
-        new_layers = tuple(layer.name for layer in model.layers if layer.weights)
+        new_layers = tuple(layer.name for layer in model.network.layers if layer.weights)
     if config.init_from:
-        loaded = {layer.name for layer in model.layers if layer.weights} - set(new_layers)
+        loaded = {layer.name for layer in model.network.layers if layer.weights} - set(new_layers)
         model.optimizer.scale_learning_rates(dict.fromkeys(loaded, config.fine_tune_lr_factor))
     return new_layers
 
@@ -341,21 +299,14 @@ def _write_run_files(
     stats.save_stats(data_stats, os.path.join(config.model_dir, run_dir.STATS_FILE))
 
 
-def _counting_steps(train_step: Callable[[object], dict], state: RunState) -> Callable:
-    """The train step plus the run's own step counter and a note of the first non-finite loss.
-
-    The optimizer's `iterations` does not advance on float16 steps the loss scale skips, so the
-    run counts its steps itself (epochs, checkpoint names and input position follow it).
-    """
-
-    def counted(data: object) -> dict:
-        logs = train_step(data)
-        step = state.step.assign_add(1)
-        bad = tf.logical_and(state.first_bad_step < 0, ~tf.math.is_finite(logs["loss"]))
-        state.first_bad_step.assign(tf.where(bad, step, state.first_bad_step))
-        return logs
-
-    return counted
+def resolve_kernels(config: TrainConfig) -> kernels.KernelPolicy:
+    """--kernels for this host and precision, decided once, before anything is traced."""
+    compute_dtype = keras.mixed_precision.global_policy().compute_dtype
+    policy = kernels.resolve(config.kernels, compute_dtype)
+    message = f"--kernels={config.kernels}: {policy.describe()} ({compute_dtype})."
+    logging.info(message)
+    print(message)
+    return policy
 
 
 def _fit(

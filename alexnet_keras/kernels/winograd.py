@@ -1,6 +1,6 @@
 """3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, "Fast
-Algorithms for Convolutional Neural Networks", CVPR 2016): conv3, conv4 and conv5 on CPUs whose
-convolution kernels are oneDNN's AVX2 ones.
+Algorithms for Convolutional Neural Networks", CVPR 2016): conv3, conv4 and conv5 in float32 where
+the policy says so (CPUs whose convolution kernels are oneDNN's AVX2 ones).
 
 Each 2x2 block of outputs is computed from its 4x4 input tile with 16 multiply-adds per channel
 pair instead of 36: the tiles and the kernel are transformed (additions only, and halves for the
@@ -15,14 +15,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from alexnet_keras import constants, cpu
-
 # Y = A^T [(G g G^T) * (B^T d B)] A for a 4x4 input tile d and a 3x3 kernel g (Lavin and Gray,
 # Sec. 4.1). Only B^T and A^T are applied by hand below (their entries are 0 and +-1); the
 # kernel's G has halves.
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)
-
-_algorithm = "auto"  # set_algorithm's; one of constants.CONV3X3_ALGORITHMS.
 
 
 def _input_rows(d: list[tf.Tensor]) -> list[tf.Tensor]:
@@ -36,45 +32,10 @@ def _output_rows(m: list[tf.Tensor]) -> list[tf.Tensor]:
 
 
 def applies(x: tf.Tensor, kernel: tf.Tensor) -> bool:
-    """Whether `conv3x3` runs this 3x3 stride-1 "same" convolution of `x` (`runs_in`'s rule).
-
-    The shape must be static (a serving signature's batch is not): XLA compiles per shape.
-    """
-    return kernel.shape[:2] == (3, 3) and x.shape.is_fully_defined() and runs_in(x.dtype)
-
-
-def runs_in(dtype: tf.DType | str) -> bool:
-    """Whether 3x3 convolutions in `dtype` run by Winograd in this process: float32 only (bfloat16
-    tiles would round each transform's sums), and then per `set_algorithm`: always, never, or
-    ("auto") on oneDNN's AVX2 kernels (`cpu.runs_avx2_kernels`), where it was measured faster.
-
-    On an AVX2 AMD EPYC (Zen 2), float32, batch 128, 227 px: the training step 1.2x the direct
-    convolution's images a second (BUILD_NOTES); at the demo's 67 px, where conv3-conv5 are 3x3
-    maps, equal within noise. Its tiles are XLA loops over memory, and AVX512 and AMX CPUs (whose
-    oneDNN kernels run near their matmul ceiling) and GPUs were not measured, so "auto" keeps the
-    direct convolution there.
-    """
-    if tf.as_dtype(dtype) != tf.float32 or _algorithm == "direct":
-        return False
-    return _algorithm == "winograd" or cpu.runs_avx2_kernels()
-
-
-def set_algorithm(algorithm: str) -> None:
-    """Sets how this process runs float32 3x3 stride-1 convolutions from the next trace on:
-    "auto" (Winograd where measured faster), "direct" (TF's convolution) or "winograd"
-    (`--conv3x3_algorithm`; a global, as Keras's dtype policy, since it is no part of the model)."""
-    global _algorithm
-    if algorithm not in constants.CONV3X3_ALGORITHMS:
-        raise ValueError(
-            f"--conv3x3_algorithm={algorithm} is invalid: expected one of "
-            f"{', '.join(constants.CONV3X3_ALGORITHMS)}."
-        )
-    _algorithm = algorithm
-
-
-def algorithm() -> str:
-    """The setting `set_algorithm` made ("auto" until then)."""
-    return _algorithm
+    """Whether `conv3x3` can run this convolution: a 3x3 kernel on a float32 input of static
+    shape (XLA compiles per shape; a serving signature's batch is not static). bfloat16 stays
+    direct: its tiles would round each transform's sums."""
+    return kernel.shape[:2] == (3, 3) and x.shape.is_fully_defined() and x.dtype == tf.float32
 
 
 def conv3x3(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
