@@ -16,7 +16,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from train_helpers import REPO, run_env, tiny_config, tiny_datasets, write_tiny_fashion_mnist
+from train_helpers import (
+    FC_UNITS,
+    REPO,
+    run_env,
+    tiny_config,
+    tiny_datasets,
+    write_tiny_fashion_mnist,
+)
 
 from alexnet_keras import config as config_lib
 from alexnet_keras.config import TrainConfig
@@ -29,6 +36,7 @@ FLAGS = [
     f"--steps_per_epoch={STEPS}", "--checkpoint_every_steps=2", "--kernel_initializer=he_normal",
     "--bias_initializer=zeros", "--input_scale=0.015625", "--lr_schedule=plateau",
     "--plateau_patience=1", "--noten_crop_eval", "--mixed_precision=none", "--deterministic",
+    f"--fc_units={FC_UNITS}",
 ]  # fmt: skip
 
 
