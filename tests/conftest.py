@@ -128,3 +128,11 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line("CI may not skip these tests:", red=True)
         for line in _skipped:
             terminalreporter.write_line(f"  {line}", red=True)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Slow tests first (a stable sort, so any shuffle stays within each half): pytest-xdist
+    (setup.cfg) then hands the longest tests out first, and no worker is left running a long one
+    at the end while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

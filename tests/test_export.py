@@ -117,6 +117,7 @@ def _softmax(logits):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+@pytest.mark.slow
 def test_layout_configs_and_commands(trained):
     model_dir, result = trained
     assert result.version == 1 and result.path == os.path.join(result.export_base, "alexnet", "1")
@@ -204,6 +205,7 @@ def test_serving_graph_is_float32_without_device_pins(trained):
     assert b"mixed_bfloat16" not in graph
 
 
+@pytest.mark.slow
 def test_every_export_loads_on_a_stock_tf_serving(trained, bfloat16_export, float32_run):
     """No function or node needs XLA (a stock tensorflow_model_server refuses them), no op that
     `saved_model_cli scan` denylists, every signature valid: float32 and bfloat16 exports of a
@@ -214,6 +216,7 @@ def test_every_export_loads_on_a_stock_tf_serving(trained, bfloat16_export, floa
     assert "Conv2D" in saved_model_checks.op_types(trained[1].path)
 
 
+@pytest.mark.slow
 def test_export_does_not_depend_on_the_exporting_cpu(trained, tmp_path, monkeypatch):
     """The same run exported as if on an AMX Xeon, an AVX2-only EPYC and an unknown CPU: the same
     op types (the export builds the reference layers; no CPU rule reaches it)."""
@@ -228,6 +231,7 @@ def test_export_does_not_depend_on_the_exporting_cpu(trained, tmp_path, monkeypa
     assert found[0] == found[1] == found[2]
 
 
+@pytest.mark.slow
 def test_saved_model_cli_shows_documented_signatures(trained):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     shown = subprocess.run(
@@ -437,6 +441,7 @@ def _served_in_fresh_process(export_path, images, tmp_path):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_fresh_process_and_tf1_session_loader(trained, reference_model, tmp_path):
     images = sample_images()
     result = _served_in_fresh_process(trained[1].path, images, tmp_path)
@@ -546,6 +551,7 @@ def test_missing_or_corrupt_checkpoint_leaves_nothing(tmp_path):
         export.resolve_source(str(tmp_path / "no_such_run"))
 
 
+@pytest.mark.slow
 def test_crash_mid_export_leaves_nothing_and_versions_count_up(tmp_path, monkeypatch):
     run_dir = write_run_dir(str(tmp_path / "run"))
     base = tmp_path / "exports"
@@ -622,6 +628,7 @@ def bfloat16_export(float32_run, tmp_path_factory):
     return export.export_saved_model(source, base, serving_precision="bfloat16")
 
 
+@pytest.mark.slow
 def test_bfloat16_export_stores_bfloat16_weights_and_serves_close_to_float32(
     float32_run, bfloat16_export, tmp_path
 ):

@@ -45,6 +45,7 @@ class WeightsAtStart(keras.callbacks.Callback):
         }
 
 
+@pytest.mark.slow
 def test_init_from_copies_freezes_and_learns(tmp_path, source):
     at_start = WeightsAtStart()
     config = tiny_config(tmp_path, epochs=3, init_from=source, freeze=("conv1", "conv2"),
@@ -83,6 +84,7 @@ def test_loaded_layers_learn_slower_than_new_ones(tmp_path, source):
     assert scales["fc8/kernel_0"] == scales["fc8/bias_1"] == 1.0
 
 
+@pytest.mark.slow
 def test_mismatched_network_and_unknown_layer_are_refused(tmp_path, source):
     other_size = tiny_config(tmp_path / "a", image_size=99, init_from=source)
     with pytest.raises(ValueError, match="layer fc6 has weights"):
@@ -104,6 +106,7 @@ def caffe_source(tmp_path_factory):
     return model_dir
 
 
+@pytest.mark.slow
 def test_fine_tuning_a_caffe_import_keeps_its_lrn_or_refuses(tmp_path, caffe_source):
     """The README's recipe: the command line takes Caffe's LRN and dropout form from the source
     (and run.json says so); a run that sets the paper's instead is refused, naming the flags."""

@@ -273,6 +273,7 @@ def assert_matches_reference(run):
     np.testing.assert_array_equal(run["served"].argmax(-1), run["reference"].argmax(-1))
 
 
+@pytest.mark.slow
 def test_caffe_v1_per_channel_mean_matches_torch(caffe_v1):
     assert_matches_reference(caffe_v1)
     assert np.abs(caffe_v1["served"] - caffe_v1["rgb_not_bgr"]).max() > 100 * TOLERANCE
@@ -282,6 +283,7 @@ def test_caffe_v1_per_channel_mean_matches_torch(caffe_v1):
     assert [row[0].decode() for row in caffe_v1["top_labels"]] == top
 
 
+@pytest.mark.slow
 def test_caffe_v2_fine_tuned_with_mean_image_matches_torch(caffe_v2):
     assert_matches_reference(caffe_v2)
     model_dir = caffe_v2["model_dir"]
@@ -292,6 +294,7 @@ def test_caffe_v2_fine_tuned_with_mean_image_matches_torch(caffe_v2):
     np.testing.assert_allclose(mean_image, caffe_v2["mean_bgr"][::-1].transpose(1, 2, 0), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_caffe_run_directory(caffe_v1):
     model_dir = caffe_v1["model_dir"]
     config = run_dir.load_config(model_dir)
@@ -364,6 +367,7 @@ def torchvision_weights(tmp_path_factory):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_torchvision_pth_matches_torch(torchvision_weights):
     run = torchvision_weights
     model_dir = str(run["tmp"] / "pth_run")
@@ -386,6 +390,7 @@ def run_cli(*args, timeout=300):
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_cli_imports_safetensors_and_export_works(torchvision_weights):
     """The command end to end into an existing empty directory, then export of what it wrote."""
     run = torchvision_weights
@@ -405,6 +410,7 @@ def test_cli_imports_safetensors_and_export_works(torchvision_weights):
     assert_matches_reference(dict(served=served["probabilities"].numpy(), **run))
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line():
     result = run_cli("--format=onnx", "--weights=alexnet.onnx", "--model_dir=/nonexistent/run")
     assert result.returncode == 2
@@ -508,6 +514,7 @@ def test_not_a_caffemodel(tmp_path):
     assert_nothing_written(tmp_path, str(tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_fine_tuned_caffemodel_needs_class_names(caffe_v2, tmp_path):
     with pytest.raises(ValueError, match="fc8 has 20 classes, not ImageNet's 1000.*--class_names"):
         run_writer.import_weights("caffe", str(caffe_v2["weights"]), str(tmp_path / "run"))

@@ -621,6 +621,7 @@ def test_a_policy_changes_no_config_of_alexnet():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_kernels_are_chosen_once_never_while_tracing(mixed_policy, monkeypatch, dtype):
     """After `apply`, tracing and running the model (forward and backward) asks nothing of the

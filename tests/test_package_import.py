@@ -32,6 +32,7 @@ def _run(order: str, **env: str) -> tuple[bool, int]:
     return onednn == "True", int(warned)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.uname().machine.startswith("x86"), reason="oneDNN's default is x86's")
 def test_import_turns_onednn_on_or_says_why_not():
     """Imported first, the package turns oneDNN on, silently. Imported after TensorFlow, it is

@@ -316,6 +316,7 @@ def test_an_endless_dataset_fills_bad_images_slots_without_a_sentinel():
     assert log.keys() == ["b.JPEG", "e.JPEG"]
 
 
+@pytest.mark.slow
 def test_strict_mode_names_the_bad_file_wherever_the_shuffle_puts_it():
     # A parallel batch keeps pulling after the first error; the name must not drift to a good file.
     from fake_data import corrupt_jpeg_bytes, jpeg_bytes

@@ -48,6 +48,7 @@ def test_resolve_and_errors(exported, tmp_path):
         predict.predict_files(model_base, [str(bad)])
 
 
+@pytest.mark.slow
 def test_cli_prints_top5(exported, tmp_path):
     paths = write_images(str(tmp_path))
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ["PYTHONPATH"])
@@ -88,6 +89,7 @@ def test_a_damaged_jpeg_is_named_and_costs_no_other_file(exported, tmp_path):
         np.testing.assert_allclose(prediction.scores, expected.scores, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_prints_the_good_files_and_names_the_bad(exported, tmp_path):
     paths = write_images(str(tmp_path))
     damaged = _damaged_jpeg(tmp_path, paths[0])

@@ -74,6 +74,7 @@ def _assert_same_run(reference, resumed):
             assert f.read() == g.read(), name
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_how_to_resume_and_keeps_the_checkpoints(tmp_path, data):
     model_dir = tmp_path / "run"
     # Many epochs: the run cannot end before the signal arrives, whenever that is.
@@ -145,6 +146,7 @@ def test_without_seed_a_resumed_run_keeps_its_data_order(tmp_path, data):
     assert tf.train.latest_checkpoint(model_dir / "checkpoints").endswith(f"ckpt-{STEPS * EPOCHS}")
 
 
+@pytest.mark.slow
 def test_changed_settings_are_refused_and_named(tmp_path):
     config = tiny_config(tmp_path, epochs=1, seed=3)
     run(config, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(steps=2))
@@ -195,6 +197,7 @@ def test_unknown_allowed_change_and_foreign_directory_are_refused(tmp_path):
         resume.resumed_config(str(tmp_path), tiny_config(tmp_path), None, "none", ("batch_size",))
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_falls_back_to_the_previous_one_and_keeps_it(tmp_path, caplog):
     config = tiny_config(tmp_path, epochs=1, seed=3, checkpoint_every_steps=1)
     run(config, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(steps=3))
@@ -234,6 +237,7 @@ def test_no_readable_checkpoint_stops_and_keeps_them_all(tmp_path):
     assert sorted(p for p in os.listdir(checkpoints / "corrupt") if ".data" in p) == data_files
 
 
+@pytest.mark.slow
 def test_float16_skipped_steps_still_count(tmp_path, monkeypatch):
     """The loss scale skips overflowing float16 steps; the run's step counter does not."""
     from alexnet_keras.training import trainer

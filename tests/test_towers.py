@@ -97,6 +97,7 @@ def towers_step(tmp_path_factory):
     return model, placement
 
 
+@pytest.mark.slow
 def test_every_heavy_op_family_runs_half_on_each_device(towers_step):
     _, placement = towers_step
     counts = placement.devices_by_type()
@@ -224,6 +225,7 @@ def test_only_the_papers_exchanges_cross_devices(towers_step):
     assert _exchanges(placement) == _expected_exchanges(4, 4)
 
 
+@pytest.mark.slow
 def test_towers_equal_one_device_logits_and_gradients():
     kwargs = dict(num_classes=CLASSES, input_shape=(SIZE, SIZE, 3), dropout=0.0, seed=5, **SMALL)
     one = build_alexnet(**kwargs)
@@ -268,6 +270,7 @@ def _assert_replicas_match_one_device(states):
     assert np.abs(momentum).max() > 1e-5  # The step did move the weights.
 
 
+@pytest.mark.slow
 def test_mirrored_step_equals_one_device_step_on_the_global_batch():
     """Two replicas of 4 images each take the step one device takes on the 8 together: every
     replica's copy of the weights and of the momentum ends equal to the one-device values."""
@@ -333,6 +336,7 @@ class _RecordingDropout:
         return self._layer.masked(x, tf.ensure_shape(recorded, keep.shape))
 
 
+@pytest.mark.slow
 def test_mirrored_dropout_step_equals_one_device_step_with_the_same_masks():
     """Issue 31: with dropout 0.5 the two replicas' step is the one-device step on the global
     batch whose dropout drops, for each replica's examples, the units that replica dropped."""
@@ -442,6 +446,7 @@ def test_towers_strategy_without_devices_needs_two_of_them(monkeypatch):
         strategies.make_strategy("towers")
 
 
+@pytest.mark.slow
 def test_mirrored_uint8_batches_are_finished_on_each_replicas_device(tmp_path):
     """--input_dtype=uint8: each replica's crops are cast and shifted on its own device (the
     executed graph says so), and no image crosses between the devices."""
@@ -496,6 +501,7 @@ def bfloat16_towers_step(tmp_path_factory):
     return model, placement
 
 
+@pytest.mark.slow
 def test_bfloat16_towers_exchange_only_the_papers_tensors(bfloat16_towers_step):
     """In mixed bfloat16 the same exchanges cross, and nothing else (no gradient gathered for a
     cast or a check)."""

@@ -53,6 +53,7 @@ def _assert_run_outputs(model_dir, metrics, final_step):
     assert os.listdir(os.path.join(model_dir, "logs"))  # TensorBoard event files.
 
 
+@pytest.mark.slow
 def test_one_device(tmp_path):
     # The run trains with the kernels --kernels names (every one, whatever this CPU would pick),
     # handed to the layers before anything is traced; dropout draws per-replica masks.
@@ -72,6 +73,7 @@ def test_one_device(tmp_path):
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distribution", ["one_device", "mirrored"])
 def test_uint8_stream_trains_exactly_as_its_float32_images(tmp_path, distribution):
     """--input_dtype=uint8: the step casts the crops and adds their shifts on each replica's
@@ -123,6 +125,7 @@ def _numpy_counts(probabilities, labels):
     return int((ranks[:, 0] == labels).sum()), int((ranks[:, :k] == labels[:, None]).any(1).sum())
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus(tmp_path):
     """The final 10-crop evaluation of a mirrored run, on 10 distinct crops per image, against a
     NumPy average of the saved model's per-crop softmax and a NumPy top-1 count (top-5 of these
@@ -230,6 +233,7 @@ def test_towers_run_evaluates_and_exports_on_a_one_device_machine(tmp_path):
     np.testing.assert_allclose(probabilities.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["none", "bfloat16"])
 def test_overfits_a_tiny_fixed_batch(tmp_path, precision):
     """The whole loop learns, in float32 and in mixed bfloat16 (LRN, logits in float32)."""

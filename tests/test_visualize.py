@@ -250,6 +250,7 @@ def run_cli(command, *args, env, cwd):
     return done.stdout
 
 
+@pytest.mark.slow
 def test_cli_filters_and_curves(run_dir, tmp_path):
     env, cwd = run_env(tmp_path), str(tmp_path)
     out = run_cli("filters", f"--model_dir={run_dir}", "--output=f.png", env=env, cwd=cwd)
@@ -260,6 +261,7 @@ def test_cli_filters_and_curves(run_dir, tmp_path):
     assert png_shape(tmp_path / "curves.png") == (1500, 420)
 
 
+@pytest.mark.slow
 def test_cli_neighbours_and_predictions(run_dir, exported, fashion_dir, tmp_path):
     env, cwd = run_env(fashion_dir), str(tmp_path)
     out = run_cli("neighbours", f"--model_dir={run_dir}", "--queries=2", "--neighbours=3",

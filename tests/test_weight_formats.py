@@ -336,6 +336,7 @@ def unpack_varints(payload):
     return values
 
 
+@pytest.mark.slow
 def test_real_alexnet_shapes_round_trip(tmp_path):
     net = alexnet(seed=3)
     path = write(tmp_path, "bvlc_alexnet.caffemodel", caffemodel_bytes(net, "V1"))
