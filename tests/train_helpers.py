@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_keras.config import TrainConfig
+from alexnet_keras.data import pipeline
 from alexnet_keras.training.datasets import Datasets
 
 SIZE = 67
@@ -46,7 +47,8 @@ def tiny_datasets(batch=8, steps=3, ten_crop=False):
     validation = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch)
     crops = ten_distinct_crops(images) if ten_crop else images
     evaluation = tf.data.Dataset.from_tensor_slices((crops, labels)).batch(batch)
-    return Datasets(train, validation, evaluation, CLASSES, steps, "test")
+    streams = (pipeline.finish(ds) for ds in (train, validation, evaluation))  # As a run's.
+    return Datasets(*streams, CLASSES, steps, "test")
 
 
 def tiny_config(model_dir, **overrides):

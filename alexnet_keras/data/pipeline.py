@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from alexnet_keras.constants import IMAGE_SIZE
 from alexnet_keras.data import geometry, pixels, preprocessing
-from alexnet_keras.data.bad_data import BadImageLog, bad_images, guarded_map
+from alexnet_keras.data.bad_data import BadImageLog, bad_images, cores, guarded_map
 from alexnet_keras.data.order import training_stream
 from alexnet_keras.data.sources import DatasetInfo, dataset_info, load_split, training_split
 from alexnet_keras.data.stats import IMAGENET, DatasetStats
@@ -111,17 +111,29 @@ def preprocess_examples(
         return transform(example["image"], example_seed), example["label"]
 
     # Order is kept everywhere: positions must match what a step consumed (and evaluation's
-    # predictions the files); measured no slower than unordered maps here.
-    parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
+    # predictions the files); measured no slower than unordered maps here. One call in flight per
+    # core, with the autotuner off (`finish`): the most the autotuner would give the maps.
+    parallel = {"num_parallel_calls": cores(), "deterministic": True}
     if ds.element_spec[0]["image"].dtype != tf.string:
         ds = ds.map(map_fn, **parallel)  # Arrays cannot be corrupt.
     else:
         ds = guarded_map(ds, map_fn, bad_log, strict)
     drop_remainder = training if drop_remainder is None else drop_remainder
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, **parallel)
+    return finish(ds)
+
+
+def finish(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """How every stream a run reads ends: in order, prefetching, tf.data's autotuner off.
+
+    Off because under TF 2.21 freeing an autotuned iterator waits for the autotuner's thread to
+    wake (its period doubles up to 60 s): every `fit` ended idle, 6 s after a 20-step run and 24 s
+    after the demo's 235-step epoch. The same steps per second without it (BUILD_NOTES, "Input
+    pipeline"); the prefetch buffer still grows to what the consumer takes.
+    """
     options = tf.data.Options()
     options.deterministic = True
-    options.autotune.enabled = True
+    options.autotune.enabled = False
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
