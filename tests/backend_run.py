@@ -40,7 +40,9 @@ def main(directory: str, check_only: bool = False) -> dict:
         other = os.path.basename(path)[len("after_") : -len(".keras")]
         if other == backend:
             continue
-        logits = keras.saving.load_model(path).predict(images, verbose=0)
+        # compile=False: the file's architecture and weights; its compile config (jit_compile
+        # as the saving backend resolved it) would put torch through a ~20 s torch.compile.
+        logits = keras.saving.load_model(path, compile=False).predict(images, verbose=0)
         expected = np.load(path[: -len(".keras")] + ".npy")
         result["loaded"][other] = float(np.abs(logits - expected).max() / np.abs(expected).max())
     return result
