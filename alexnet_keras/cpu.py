@@ -32,6 +32,13 @@ def name(cpuinfo: str | None = None) -> str:
     return found.group(1).strip() if found else "unknown"
 
 
+def describe() -> str:
+    """The CPU's model name and the vector units the kernel choices rest on: what every figure
+    (benchmark, test run) names its machine by."""
+    units = sorted(flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+    return f"{name()} ({', '.join(units) or 'no AVX2'})"
+
+
 def has_native_bfloat16(cpu_flags: frozenset[str] | None = None) -> bool:
     """Whether the CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX)."""
     return bool((flags() if cpu_flags is None else cpu_flags) & {"avx512_bf16", "amx_bf16"})

@@ -97,8 +97,7 @@ def pytest_report_header(config):
     take by default (every kernel is also tested forced, on every CPU, in test_kernels.py)."""
     from alexnet_keras import cpu, kernels
 
-    units = sorted(cpu.flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
-    lines = [f"cpu: {cpu.name()} ({', '.join(units) or 'no AVX2'})"]
+    lines = [f"cpu: {cpu.describe()}"]
     for dtype in ("float32", "bfloat16"):
         policy = kernels.resolve("auto", dtype)
         lines.append(f"kernels=auto in {dtype}: {policy.describe()}")

@@ -25,7 +25,7 @@ import statistics
 import tempfile
 import time
 
-from alexnet_keras import cpu
+from alexnet_keras import constants, cpu
 from alexnet_keras.cli import common
 
 common.load_tensorflow_quietly()  # Before TensorFlow is imported below.
@@ -49,6 +49,9 @@ _INFER_BATCH = flags.DEFINE_integer("infer_batch_size", 32, "Inference throughpu
 _STEPS = flags.DEFINE_integer("steps", 4, "Steps (or calls) per timed window.", lower_bound=1)
 _WINDOWS = flags.DEFINE_integer("windows", 5, "Timed windows; the median is reported.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 227, "Input size.")
+_FC_UNITS = flags.DEFINE_integer(
+    "fc_units", constants.FC_UNITS, "Units of fc6 and fc7, as the training flag.", lower_bound=1
+)
 _PRECISION = flags.DEFINE_enum(
     "mixed_precision",
     "none",
@@ -248,6 +251,7 @@ def _main(argv: list[str]) -> None:
     config = TrainConfig(
         image_size=size,
         batch_size=batch,
+        fc_units=_FC_UNITS.value,
         distribution=_DISTRIBUTION.value,
         devices=tuple(_DEVICES.value),
         mixed_precision=_PRECISION.value,
@@ -259,7 +263,7 @@ def _main(argv: list[str]) -> None:
     precision.set_precision(config.mixed_precision)
     kernel_policy = None if towers else trainer.resolve_kernels(config)
     figures["precision"] = precision.resolve_precision(config.mixed_precision)
-    figures["cpu"] = _cpu_name()
+    figures["cpu"] = cpu.describe()
     figures["gemm_gflops_float32"] = gemm_gflops("float32")
     figures["gemm_gflops_bfloat16"] = gemm_gflops("bfloat16")
     # The ceiling of the precision the convolutions and matmuls run in.
@@ -344,12 +348,6 @@ def _input_rate(dataset: tf.data.Dataset, batch: int) -> float:
     for _ in range(_WINDOWS.value * _STEPS.value):
         next(iterator)
     return batch * _WINDOWS.value * _STEPS.value / (time.perf_counter() - start)
-
-
-def _cpu_name() -> str:
-    """The CPU model and its bfloat16 units, so every figure names the machine it ran on."""
-    units = [unit for unit in ("amx_bf16", "avx512_bf16") if unit in cpu.flags()]
-    return f"{cpu.name()} ({', '.join(units) or 'no bf16 units'})"
 
 
 def _time_calls(fn, x, calls: int) -> float:  # noqa: ANN001
