@@ -274,28 +274,14 @@ def assert_matches_reference(run):
 
 
 @pytest.mark.slow
-def test_caffe_v1_per_channel_mean_matches_torch(caffe_v1):
+def test_caffe_v1_per_channel_mean_matches_torch_and_writes_a_run_directory(caffe_v1):
     assert_matches_reference(caffe_v1)
     assert np.abs(caffe_v1["served"] - caffe_v1["rgb_not_bgr"]).max() > 100 * TOLERANCE
     # Serving names the classes: WordNet ids -> ImageNet's human names, in the same order.
     names = list(labels.load_imagenet_labels().values())
     top = [names[i] for i in caffe_v1["reference"].argmax(-1)]
     assert [row[0].decode() for row in caffe_v1["top_labels"]] == top
-
-
-@pytest.mark.slow
-def test_caffe_v2_fine_tuned_with_mean_image_matches_torch(caffe_v2):
-    assert_matches_reference(caffe_v2)
-    model_dir = caffe_v2["model_dir"]
-    assert list(run_dir.load_class_names(model_dir)) == caffe_v2["names"]
-    record = json.loads(open(os.path.join(model_dir, run_writer.IMPORT_FILE)).read())
-    assert record["fc8_layer"] == "fc8_flickr" and record["caffe_file_version"] == "V2"
-    mean_image = run_dir.load_stats(model_dir).mean_image_array
-    np.testing.assert_allclose(mean_image, caffe_v2["mean_bgr"][::-1].transpose(1, 2, 0), atol=1e-3)
-
-
-@pytest.mark.slow
-def test_caffe_run_directory(caffe_v1):
+    # The run directory the import wrote (one test with the above: its fixture is built once).
     model_dir = caffe_v1["model_dir"]
     config = run_dir.load_config(model_dir)
     assert (config.architecture, config.lrn_form, config.groups, config.use_lrn) == (
@@ -317,6 +303,29 @@ def test_caffe_run_directory(caffe_v1):
     best, last = (open(run_dir.model_file(model_dir, c), "rb").read() for c in ("best", "last"))
     assert best == last
     assert not [name for name in os.listdir(os.path.dirname(model_dir)) if name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_caffe_v2_fine_tuned_with_mean_image_matches_torch_and_needs_class_names(
+    caffe_v2, tmp_path
+):
+    assert_matches_reference(caffe_v2)
+    model_dir = caffe_v2["model_dir"]
+    assert list(run_dir.load_class_names(model_dir)) == caffe_v2["names"]
+    record = json.loads(open(os.path.join(model_dir, run_writer.IMPORT_FILE)).read())
+    assert record["fc8_layer"] == "fc8_flickr" and record["caffe_file_version"] == "V2"
+    mean_image = run_dir.load_stats(model_dir).mean_image_array
+    np.testing.assert_allclose(mean_image, caffe_v2["mean_bgr"][::-1].transpose(1, 2, 0), atol=1e-3)
+    # Without class names, or with too few, the import is refused and writes nothing.
+    with pytest.raises(ValueError, match="fc8 has 20 classes, not ImageNet's 1000.*--class_names"):
+        run_writer.import_weights("caffe", str(caffe_v2["weights"]), str(tmp_path / "run"))
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps(["a", "b"]))
+    with pytest.raises(ValueError, match="names.json has 2 names but fc8 has 20 outputs"):
+        run_writer.import_weights(
+            "caffe", str(caffe_v2["weights"]), str(tmp_path / "run"), class_names=str(names)
+        )
+    assert_nothing_written(tmp_path, str(tmp_path / "run"))
 
 
 def test_default_class_names_are_sorted_wordnet_ids_in_tfds_order():
@@ -511,19 +520,6 @@ def test_not_a_caffemodel(tmp_path):
     path.write_bytes(np.random.default_rng(0).bytes(2000))
     with pytest.raises(ValueError, match="is not a Caffe model"):
         run_writer.import_weights("caffe", str(path), str(tmp_path / "run"))
-    assert_nothing_written(tmp_path, str(tmp_path / "run"))
-
-
-@pytest.mark.slow
-def test_fine_tuned_caffemodel_needs_class_names(caffe_v2, tmp_path):
-    with pytest.raises(ValueError, match="fc8 has 20 classes, not ImageNet's 1000.*--class_names"):
-        run_writer.import_weights("caffe", str(caffe_v2["weights"]), str(tmp_path / "run"))
-    names = tmp_path / "names.json"
-    names.write_text(json.dumps(["a", "b"]))
-    with pytest.raises(ValueError, match="names.json has 2 names but fc8 has 20 outputs"):
-        run_writer.import_weights(
-            "caffe", str(caffe_v2["weights"]), str(tmp_path / "run"), class_names=str(names)
-        )
     assert_nothing_written(tmp_path, str(tmp_path / "run"))
 
 
