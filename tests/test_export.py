@@ -500,15 +500,17 @@ def test_bad_inputs_name_the_input(loaded):
 
 
 def test_image_checks_gate_the_preprocessing(reference_model):
-    """For float32 input the cast is no op; the named checks must still run before the map (they
-    raced it, and the map's unnamed shape error sometimes won)."""
+    """For float32 input the cast is no op; the named checks must still run before the
+    preprocessing reads the images (they raced it, and its unnamed shape error sometimes won)."""
     functions = serving.ServingFunctions(reference_model, CLASSES, STATS, SIZE)
     spec = tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)
     graph = tf.function(functions.serve_images).get_concrete_function(spec).graph
-
-    unstacks = [op for op in graph.get_operations() if op.type == "TensorListFromTensor"]
-    assert unstacks
-    for op in unstacks:
+    operations = graph.get_operations()
+    images = next(op for op in operations if op.type == "Placeholder" and op.outputs[0].shape.rank)
+    # Everything that reads the pixels, not only their shape (what the checks themselves read).
+    readers = [o for o in operations if images in {t.op for t in o.inputs} and o.type != "Shape"]
+    assert readers
+    for op in readers:
         seen, stack = set(), [op]
         while stack:
             current = stack.pop()
@@ -516,7 +518,7 @@ def test_image_checks_gate_the_preprocessing(reference_model):
                 if parent not in seen:
                     seen.add(parent)
                     stack.append(parent)
-        assert "Assert" in {parent.type for parent in seen}
+        assert "Assert" in {parent.type for parent in seen}, op.name
 
 
 def test_tf1_session_feed_of_wrong_shape_names_the_input(trained):

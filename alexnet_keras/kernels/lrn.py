@@ -128,19 +128,20 @@ def local_response_normalization(
 
 
 def portable_lrn(layer: object, inputs: tf.Tensor) -> tf.Tensor:
-    """`LocalResponseNormalization.call` in plain TF ops, in the input's dtype: what a SavedModel
-    for a stock TF Serving holds (no JIT; CPU and GPU kernels; one convolution per column).
+    """`LocalResponseNormalization.call` in plain TF ops: what a SavedModel for a stock TF Serving
+    holds (no JIT; CPU and GPU kernels; one convolution per column).
 
     Each column's window sums are a 1x1 convolution with a 0/1 band scaled by alpha, k is added
-    by BiasAdd, and d^-0.75 is rsqrt(d) * sqrt(rsqrt(d)). Exact in float32 (1e-6 relative); a
-    bfloat16 export rounds it like its activations (~1%), where TF's own LRN op (float32 only)
-    took 1.3x its time at lrn1's shape.
+    by BiasAdd, and d^-0.75 is rsqrt(d) * sqrt(rsqrt(d)). In float32 whatever the input's dtype,
+    as the reference (1e-6 relative): a bfloat16 export casts in and out, since CPU elementwise
+    ops on bfloat16 took ~3x their float32 time (BUILD_NOTES, "Export and serving").
     """
-    a = tf.nn.relu(inputs) if layer.relu else inputs
+    x = tf.cast(inputs, tf.float32)
+    a = tf.nn.relu(x) if layer.relu else x
     columns = tf.split(a, layer.groups, axis=-1) if layer.groups > 1 else [a]
     per_column = columns[0].shape[-1]
     window = _window(per_column, layer.depth_radius, 1, tf.float32) * layer.alpha
-    window, k = tf.cast(window, a.dtype), tf.fill([per_column], tf.cast(layer.bias, a.dtype))
+    k = tf.fill([per_column], tf.constant(layer.bias, tf.float32))
     outputs = []
     for column in columns:
         d = tf.nn.bias_add(tf.nn.conv2d(tf.square(column), window, 1, "VALID"), k)
@@ -148,6 +149,7 @@ def portable_lrn(layer: object, inputs: tf.Tensor) -> tf.Tensor:
             scale = tf.math.rsqrt(d)
             scale = scale * tf.sqrt(scale)
         else:
-            scale = tf.pow(d, -tf.cast(layer.beta, d.dtype))
+            scale = tf.pow(d, -layer.beta)
         outputs.append(column * scale)
-    return outputs[0] if len(outputs) == 1 else tf.concat(outputs, axis=-1)
+    y = outputs[0] if len(outputs) == 1 else tf.concat(outputs, axis=-1)
+    return tf.cast(y, inputs.dtype)

@@ -17,7 +17,7 @@ exported with ten_crop), `top_k_ids` int32 [batch, k], `top_k_scores` float32 [b
 `top_k_labels` string [batch, k] (human-readable class names).
 
 The network comes from `run_dir.load_inference_model`: the layers with their portable kernels
-(`kernels.PORTABLE`: plain TF ops, one convolution per column, TF's LRN op, no XLA, nothing
+(`kernels.PORTABLE`: plain TF ops, one convolution per column, LRN in float32, no XLA, nothing
 chosen by the exporting machine), float32 or bfloat16 weights, no device pins.
 """
 
@@ -143,9 +143,11 @@ class ServingFunctions:
             # identity: for float32 input the cast adds no op, and the checks would be dropped,
             # racing the preprocessing's own (unnamed) shape error.
             images = tf.identity(tf.cast(images, tf.float32))
-        normalized = tf.map_fn(
+        # The per-image function vectorized into batched ops (pfor), not a loop of one image each.
+        normalized = tf.vectorized_map(
             lambda image: preprocessing.normalize(image, self.stats, resize_size=self.resize_size),
             images,
+            fallback_to_while_loop=False,
         )
         return self._outputs(tf.nn.softmax(self.model(normalized, training=False)))
 
