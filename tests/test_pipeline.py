@@ -130,6 +130,19 @@ def test_strict_mode_names_the_bad_file(imagenet):
         _collect(ds)
 
 
+def test_streams_end_ordered_with_the_autotuner_off(imagenet):
+    """Every stream a run reads, training and evaluation: in order, and without tf.data's
+    autotuner (freeing an autotuned iterator left each fit's end idle for up to a minute)."""
+    data_dir, _ = imagenet
+    for training in (True, False):
+        ds = pipeline.build_dataset(
+            "imagenet2012", "validation", batch_size=2, training=training, data_dir=data_dir,
+            bad_image_log=pipeline.BadImageLog(),
+        )  # fmt: skip
+        options = ds.options()
+        assert options.autotune.enabled is False and options.deterministic is True
+
+
 def test_deterministic_under_a_seed(imagenet):
     data_dir, _ = imagenet
 
