@@ -128,8 +128,8 @@ def finish(ds: tf.data.Dataset) -> tf.data.Dataset:
 
     Off because under TF 2.21 freeing an autotuned iterator waits for the autotuner's thread to
     wake (its period doubles up to 60 s): every `fit` ended idle, 6 s after a 20-step run and 24 s
-    after the demo's 235-step epoch. The same steps per second without it (BUILD_NOTES, "Input
-    pipeline"); the prefetch buffer still grows to what the consumer takes.
+    after the demo's 235-step epoch. The same steps per second and losses without it (BUILD_NOTES,
+    "Input pipeline").
     """
     options = tf.data.Options()
     options.deterministic = True
