@@ -66,6 +66,7 @@ def _indexed(split: IndexedSplit, seed: int, start: int, pipeline: int, pipeline
         raise ValueError(f"{split.num_examples} examples cannot feed {pipelines} input pipelines.")
     max_index = tf.constant(split.num_examples - 1, tf.int64)
 
+    @tf.autograph.experimental.do_not_convert
     def example(position: tf.Tensor) -> tuple[dict, tf.Tensor]:
         pass_number, offset = position // per_pass, position % per_pass
         pass_seed = tf.stack([tf.constant(seed, tf.int64), pass_number])

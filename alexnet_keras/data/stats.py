@@ -227,6 +227,7 @@ def compute_dataset_stats(
     split = split or sources.dataset_info(name, data_dir, manual_dir).train_split
     resize_size = resize_size or geometry.default_resize_size(image_size)
 
+    @tf.autograph.experimental.do_not_convert
     def to_square(example: dict) -> tuple[tf.Tensor, tf.Tensor]:
         image = example["image"]
         if image.dtype == tf.string:

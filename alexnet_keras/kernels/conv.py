@@ -147,7 +147,7 @@ def runs_grouped_convolutions(dtype: str = "float32") -> bool:
     fused in. So one tiny step finds out (the policy asks once, before any tracing).
     """
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(x: tf.Tensor, kernel: tf.Tensor) -> tuple[tf.Tensor, ...]:
         y = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "SAME"), tf.zeros(2, dtype)))
         strides = [1, 1, 1, 1]

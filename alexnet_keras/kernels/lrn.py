@@ -53,12 +53,12 @@ def _denominator(window_sum: tf.Tensor, bias: float, alpha: float, beta: float) 
 # Each pass is one XLA loop with one output: on CPU every extra output of a fused loop cost
 # another pass (LRN1 at batch 128: 35 ms for y alone, 129 ms for y, d^-beta and d), so the
 # backward recomputes d from the saved window sum instead of reading stored copies.
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def _relu_square(x: tf.Tensor) -> tf.Tensor:
     return tf.square(tf.nn.relu(x))
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def _scale_forward(
     x: tf.Tensor, window_sum: tf.Tensor, bias: float, alpha: float, beta: float, relu: bool
 ) -> tf.Tensor:
@@ -68,7 +68,7 @@ def _scale_forward(
     return tf.cast((tf.nn.relu(a) if relu else a) * scale, x.dtype)
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def _backward_inner(
     upstream: tf.Tensor, y: tf.Tensor, window_sum: tf.Tensor, bias: float, alpha: float
 ) -> tf.Tensor:
@@ -78,7 +78,7 @@ def _backward_inner(
     return tf.cast(g * y / d, upstream.dtype)
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def _backward_outer(
     upstream: tf.Tensor,
     window_sum: tf.Tensor,

@@ -52,7 +52,7 @@ def conv3x3(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     return _transform_output(products, batch, height, width, groups)
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def _transform_input(x: tf.Tensor, groups: int) -> tf.Tensor:
     """B^T d B of every 4x4 tile (stride 2) of the zero-padded input, one XLA loop.
 
@@ -70,7 +70,7 @@ def _transform_input(x: tf.Tensor, groups: int) -> tf.Tensor:
     return tf.reshape(tf.transpose(v, (0, 2, 1, 3)), (16 * groups, -1, channels // groups))
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def _transform_kernel(kernel: tf.Tensor, groups: int) -> tf.Tensor:
     """G g G^T: [3, 3, channels / groups, filters] -> [16 * groups, channels / groups,
     filters / groups], matching `_transform_input`'s matrices."""
@@ -80,7 +80,7 @@ def _transform_kernel(kernel: tf.Tensor, groups: int) -> tf.Tensor:
     return tf.reshape(tf.transpose(u, (0, 2, 1, 3)), (16 * groups, per_group, filters // groups))
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def _transform_output(
     products: tf.Tensor, batch: int, height: int, width: int, groups: int
 ) -> tf.Tensor:

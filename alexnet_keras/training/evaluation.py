@@ -30,7 +30,7 @@ def evaluate_model(
 ) -> dict:
     """Streams `dataset` of (images, labels) and returns the metrics.json dictionary."""
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def counts(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         probabilities = crop_probabilities(model, images)
         labels = tf.cast(labels, tf.int32)

@@ -21,7 +21,7 @@ def is_decayed(variable: keras.Variable) -> bool:
     return "kernel" in variable.path.split("/")[-1]
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def _coupled_momentum_update(
     variable: tf.Variable,
     velocity: tf.Variable,
