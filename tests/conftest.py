@@ -76,6 +76,31 @@ def _module_directories_removed(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def shared(tmp_path_factory):
+    """`shared(name, build)`: `build(directory)` returns a JSON value; it runs once per pytest
+    session, in whichever xdist worker asks first, and every other worker waits for it and gets
+    the same value. For file-based set-up (runs, exports) that tests spread over both workers
+    would otherwise build twice. Kept until the session ends."""
+    import fcntl
+    import json
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # Both workers'.
+
+    def get(name: str, build):
+        directory, done = root / (_SESSION + name), root / (_SESSION + name + ".json")
+        with open(root / (_SESSION + name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # Released when the file closes.
+            if not done.exists():
+                shutil.rmtree(directory, ignore_errors=True)  # A failed build's leftovers.
+                directory.mkdir()
+                done.write_text(json.dumps(build(str(directory))))
+            return json.loads(done.read_text())
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def random_run(tmp_path_factory):
     """A tiny run directory as training writes it, with random weights (export_helpers)."""
     from export_helpers import write_run_dir

@@ -1,5 +1,6 @@
 """Export for TF Serving: layout, signatures, equality with the in-memory model, warmup, errors."""
 
+import dataclasses
 import io
 import json
 import os
@@ -46,20 +47,26 @@ OUTPUT_DTYPES = {
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(shared):
     """A real tiny training run (mixed bfloat16, columns pinned to two devices) and its export."""
-    model_dir = str(tmp_path_factory.mktemp("run"))
-    config = tiny_config(
-        model_dir, distribution="towers", devices=("/cpu:0", "/cpu:1"), mixed_precision="bfloat16",
-        seed=1,
-    )  # fmt: skip
-    try:
-        run(config, tf.distribute.get_strategy(), tiny_datasets(steps=2))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    base = str(tmp_path_factory.mktemp("exports"))
-    result = export.export_saved_model(export.resolve_source(model_dir), base)
-    return model_dir, result
+
+    def build(directory):
+        model_dir = os.path.join(directory, "run")
+        config = tiny_config(
+            model_dir, distribution="towers", devices=("/cpu:0", "/cpu:1"),
+            mixed_precision="bfloat16", seed=1,
+        )  # fmt: skip
+        try:
+            run(config, tf.distribute.get_strategy(), tiny_datasets(steps=2))
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        exported = export.export_saved_model(
+            export.resolve_source(model_dir), os.path.join(directory, "exports")
+        )
+        return model_dir, dataclasses.asdict(exported)
+
+    model_dir, exported = shared("export_trained", build)
+    return model_dir, export.ExportResult(**exported)
 
 
 @pytest.fixture(scope="module")
@@ -74,22 +81,28 @@ def reference_model(trained):
 
 
 @pytest.fixture(scope="module")
-def float32_run(tmp_path_factory):
+def float32_run(shared):
     """A float32 one-device run, so its own evaluation computes as serving does (the bfloat16
     `trained` run cannot match float32 serving to 1e-5), exported with the centre crop and with
     the paper's 10 crops. At lr 0.01 its 2 steps leave unsaturated answers that depend on the
     image (below 0.005 they hardly differ), so equal outputs mean something."""
-    model_dir = str(tmp_path_factory.mktemp("float32_run"))
-    config = tiny_config(model_dir, seed=3, learning_rate=0.01)
-    run(config, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(steps=2))
-    base = str(tmp_path_factory.mktemp("float32_exports"))
-    source = export.resolve_source(model_dir)
-    paths = {
-        ten_crop: export.export_saved_model(
-            source, base, f"crops_{10 if ten_crop else 1}", ten_crop=ten_crop, write_warmup=False
-        ).path
-        for ten_crop in (False, True)
-    }
+
+    def build(directory):
+        model_dir = os.path.join(directory, "run")
+        config = tiny_config(model_dir, seed=3, learning_rate=0.01)
+        run(config, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(steps=2))
+        base, source = os.path.join(directory, "exports"), export.resolve_source(model_dir)
+        paths = [
+            export.export_saved_model(
+                source, base, f"crops_{10 if ten_crop else 1}", ten_crop=ten_crop,
+                write_warmup=False,
+            ).path
+            for ten_crop in (False, True)
+        ]  # fmt: skip
+        return model_dir, paths
+
+    model_dir, (centre, ten_crops) = shared("export_float32_run", build)
+    paths = {False: centre, True: ten_crops}
     return (
         model_dir,
         {ten_crop: tf.saved_model.load(path) for ten_crop, path in paths.items()},
@@ -623,11 +636,15 @@ def test_bare_cli_exports_the_default_run(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def bfloat16_export(float32_run, tmp_path_factory):
+def bfloat16_export(float32_run, shared):
     """The unsaturated float32 run exported with bfloat16 weights (with its warmup file)."""
-    base = str(tmp_path_factory.mktemp("bf16"))
-    source = export.resolve_source(float32_run[0])
-    return export.export_saved_model(source, base, serving_precision="bfloat16")
+
+    def build(directory):
+        source = export.resolve_source(float32_run[0])
+        exported = export.export_saved_model(source, directory, serving_precision="bfloat16")
+        return dataclasses.asdict(exported)
+
+    return export.ExportResult(**shared("export_bfloat16", build))
 
 
 @pytest.mark.slow

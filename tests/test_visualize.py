@@ -3,6 +3,7 @@
 One tiny real training run (67x67, 4 classes, 2 epochs of 2 steps) is shared by the module.
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -36,20 +37,26 @@ from alexnet_keras.training.trainer import run
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(shared):
     """Seeded, so every run of this module trains the same weights (an unseeded one once left
     fc7 dead for some images). Not `deterministic=True`: that turns on op determinism for the
     rest of the pytest process, which no other test expects."""
-    model_dir = str(tmp_path_factory.mktemp("run"))
-    config = tiny_config(model_dir, epochs=2, steps_per_epoch=2, ten_crop_eval=False, seed=7)
-    run(config, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(steps=2))
-    return model_dir
+
+    def build(directory):
+        config = tiny_config(directory, epochs=2, steps_per_epoch=2, ten_crop_eval=False, seed=7)
+        run(config, tf.distribute.OneDeviceStrategy("/cpu:0"), tiny_datasets(steps=2))
+        return directory
+
+    return shared("visualize_run", build)
 
 
 @pytest.fixture(scope="module")
-def exported(run_dir, tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("exports"))
-    return export.export_saved_model(export.resolve_source(run_dir), base, write_warmup=False)
+def exported(run_dir, shared):
+    def build(directory):
+        source = export.resolve_source(run_dir)
+        return dataclasses.asdict(export.export_saved_model(source, directory, write_warmup=False))
+
+    return export.ExportResult(**shared("visualize_export", build))
 
 
 @pytest.fixture(scope="module")
