@@ -101,20 +101,25 @@ def shared(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def random_run(tmp_path_factory):
+def random_run(shared):
     """A tiny run directory as training writes it, with random weights (export_helpers)."""
     from export_helpers import write_run_dir
 
-    return write_run_dir(str(tmp_path_factory.mktemp(_SESSION + "random_run")))
+    return shared("random_run", write_run_dir)
 
 
 @pytest.fixture(scope="session")
-def random_export(random_run, tmp_path_factory):
+def random_export(random_run, shared):
     """`random_run` exported for TF Serving (no warmup file), shared by the modules that serve."""
+    import dataclasses
+
     from alexnet_keras.serving import export
 
-    base = str(tmp_path_factory.mktemp(_SESSION + "random_exports"))
-    return export.export_saved_model(export.resolve_source(random_run), base, write_warmup=False)
+    def build(directory):
+        source = export.resolve_source(random_run)
+        return dataclasses.asdict(export.export_saved_model(source, directory, write_warmup=False))
+
+    return export.ExportResult(**shared("random_export", build))
 
 
 def pytest_report_header(config):
