@@ -3,16 +3,17 @@
 import gzip
 import json
 import os
-import socket
 import struct
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
+from serving_fakes import free_ports
 from train_helpers import REPO, run_env, run_train, train_command, write_tiny_fashion_mnist
 
 from alexnet_keras.cli.train import config_from_flags, define_flags
@@ -149,16 +150,6 @@ def _checkpoint_step(model_dir):
     return int(path.rsplit("-", 1)[1]) if path else None
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 # The training command with one test-only addition: every model file the run saves (the chief
 # into --model_dir, another worker into its throwaway directory, which it deletes at the end) is
 # also copied to $KEEP_DIR, so the test can compare what each worker trained.
@@ -182,33 +173,45 @@ _TRAIN_KEEPING_SAVED_MODELS = textwrap.dedent("""
 
 
 def _train_two_workers(tmp_path, model_dir, keep, *more_flags):
-    """Runs the training command as a two-worker cluster; returns each worker's output."""
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    processes = []
-    for index in range(2):
-        keep[index].mkdir(exist_ok=True)
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = run_env(tmp_path / "data", TF_CONFIG=json.dumps(tf_config), KEEP_DIR=str(keep[index]))
-        flags = train_command(model_dir, "--steps_per_epoch=3", "--validation_steps=1",
-                              *more_flags)[3:]  # fmt: skip
-        flags[flags.index("--distribution=one_device")] = "--distribution=multi_worker"
-        command = [sys.executable, "-c", _TRAIN_KEEPING_SAVED_MODELS, *flags]
-        processes.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True))  # fmt: skip
-    outputs = []
-    try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=300)[0])
-    finally:
-        for process in processes:
-            process.kill()
-    for process in processes:  # Both outputs: the first failure may be the other's doing.
-        assert process.returncode == 0, "\n".join(out[-3000:] for out in outputs)
-    return outputs
+    """Runs the training command as a two-worker cluster; returns each worker's output. The ports
+    are released before the workers bind them, so another process may take one first: then a
+    worker cannot start its gRPC server, and the cluster is started again on new ports."""
+    for attempt in range(3):
+        workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+        processes, logs = [], [tmp_path / f"worker_{index}.log" for index in range(2)]
+        for index in range(2):
+            keep[index].mkdir(exist_ok=True)
+            tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            env = run_env(tmp_path / "data", TF_CONFIG=json.dumps(tf_config),
+                          KEEP_DIR=str(keep[index]))  # fmt: skip
+            flags = train_command(model_dir, "--steps_per_epoch=3", "--validation_steps=1",
+                                  *more_flags)[3:]  # fmt: skip
+            flags[flags.index("--distribution=one_device")] = "--distribution=multi_worker"
+            command = [sys.executable, "-c", _TRAIN_KEEPING_SAVED_MODELS, *flags]
+            with open(logs[index], "w") as log:
+                processes.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=log,
+                                                  stderr=subprocess.STDOUT, text=True))  # fmt: skip
+        deadline = time.monotonic() + 300
+        try:  # Until both end, or one fails (its peer would wait for it).
+            while any(p.poll() is None for p in processes) and not any(p.poll() for p in processes):
+                assert time.monotonic() < deadline, "the workers did not finish within 300 s"
+                time.sleep(0.2)
+        finally:
+            for process in processes:
+                process.kill()
+                process.wait()
+        outputs = [log.read_text() for log in logs]
+        if attempt < 2 and any("Could not start gRPC server" in out for out in outputs):
+            continue  # A port was taken meanwhile.
+        for process in processes:  # Both outputs: the first failure may be the other's doing.
+            assert process.returncode == 0, "\n".join(out[-3000:] for out in outputs)
+        return outputs
 
 
 def _assert_same_weights(first, second):
     import keras
+
+    import alexnet_keras.layers  # noqa: F401  Registers the layers (this test may run alone).
 
     a_weights = keras.saving.load_model(first).get_weights()
     b_weights = keras.saving.load_model(second).get_weights()
