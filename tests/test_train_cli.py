@@ -96,6 +96,30 @@ def test_command_line_fails_fast_with_one_line(tmp_path, args, match):
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
+_TENSORFLOW_LOADED = """
+import runpy, sys
+sys.argv = ["alexnet_keras.train", *sys.argv[1:]]
+try:
+    runpy.run_module("alexnet_keras.train", run_name="__main__")
+finally:
+    print("tensorflow loaded:", "tensorflow" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    "arg,match",
+    [("--batch_size=0", "--batch_size=0 is invalid"),
+     ("--dataset=folder:/no/such/folder", "Image folder '/no/such/folder'")],
+)  # fmt: skip
+def test_bad_flags_and_a_mistyped_folder_are_refused_before_tensorflow_loads(tmp_path, arg, match):
+    """In a fraction of a second, not the 5-10 s TensorFlow takes to import."""
+    result = run_train([sys.executable, "-c", _TENSORFLOW_LOADED, arg,
+                        f"--model_dir={tmp_path}/run"], run_env(tmp_path))  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith("Error: ") and match in result.stderr
+    assert result.stdout.strip() == "tensorflow loaded: False"
+
+
 @pytest.mark.parametrize(
     "command,flag",
     [(["-m", "alexnet_keras.train"], "--batch_size"), (["tools/export.py"], "--serving_precision")],

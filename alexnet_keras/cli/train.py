@@ -312,7 +312,8 @@ def with_source_settings(
 def _main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments (not flags): {' '.join(argv[1:])}")
-    config = config_from_flags()  # Bad values fail here, before TensorFlow loads.
+    config = config_from_flags()  # Bad values fail here, before TensorFlow loads,
+    config_lib.image_folder(config.dataset)  # and so does a mistyped folder.
     common.load_tensorflow_quietly()
     if config.init_from:
         config = with_source_settings(config)

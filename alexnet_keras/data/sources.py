@@ -30,6 +30,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
+from alexnet_keras.config import FOLDER_PREFIX, image_folder
 from alexnet_keras.data.order import IndexedSplit, ShardedSplit
 
 Builder = tfds.core.DatasetBuilder
@@ -49,7 +50,6 @@ FASHION_MNIST_CLASSES = (
     "Ankle boot",
 )
 IMAGENET_TARS = {"train": "ILSVRC2012_img_train.tar", "validation": "ILSVRC2012_img_val.tar"}
-FOLDER_PREFIX = "folder:"
 NO_DOWNLOADS_ENV = "ALEXNET_NO_DOWNLOADS"
 
 
@@ -171,13 +171,8 @@ def _imagenet_builder(data_dir: str | None, manual_dir: str | None, split: str |
 def _tfds_builder(name: str, data_dir: str | None, manual_dir: str | None, split: str | None):
     if name == "imagenet2012":
         return _imagenet_builder(data_dir, manual_dir, split)
-    if name.startswith(FOLDER_PREFIX):
-        root = os.path.expanduser(name[len(FOLDER_PREFIX) :])
-        if not os.path.isdir(root):
-            raise FileNotFoundError(
-                f"Image folder {root!r} (from --dataset={name}) does not exist. Expected "
-                "<root>/<split>/<class_name>/<image>.jpg|png, e.g. <root>/train/cat/1.jpg."
-            )
+    root = image_folder(name)
+    if root is not None:
         return tfds.folder_dataset.ImageFolder(root)
     try:
         builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
