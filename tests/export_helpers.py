@@ -24,12 +24,12 @@ STATS = stats.DatasetStats(
 )
 
 
-def write_run_dir(directory, seed=0):
+def write_run_dir(directory, seed=0, classes=CLASSES, run_stats=STATS):
     """A run directory as training writes it, without training (random weights): ~2 s."""
     os.makedirs(directory, exist_ok=True)
     config = tiny_config(directory)
     model = build_alexnet(
-        len(CLASSES), (SIZE, SIZE, 3), kernel_initializer="he_normal", seed=seed,
+        len(classes), (SIZE, SIZE, 3), kernel_initializer="he_normal", seed=seed,
         input_scale=config.input_scale, fc_units=config.fc_units,
     )  # fmt: skip
     model.save(os.path.join(directory, "best.keras"))
@@ -37,8 +37,8 @@ def write_run_dir(directory, seed=0):
     with open(os.path.join(directory, "config.json"), "w") as f:
         f.write(config.to_json())
     with open(os.path.join(directory, "class_names.json"), "w") as f:
-        json.dump(list(CLASSES), f)
-    stats.save_stats(STATS, os.path.join(directory, "stats.json"))
+        json.dump(list(classes), f)
+    stats.save_stats(run_stats, os.path.join(directory, "stats.json"))
     return str(directory)
 
 
