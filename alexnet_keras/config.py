@@ -210,23 +210,6 @@ class TrainConfig:
         return cls(**values)
 
 
-FOLDER_PREFIX = "folder:"
-
-
-def image_folder(dataset: str) -> str | None:
-    """The root directory of a `--dataset=folder:PATH`, which must exist; None for other names.
-    Without TensorFlow, so the training command refuses a mistyped path before it loads."""
-    if not dataset.startswith(FOLDER_PREFIX):
-        return None
-    root = os.path.expanduser(dataset[len(FOLDER_PREFIX) :])
-    if not os.path.isdir(root):
-        raise FileNotFoundError(
-            f"Image folder {root!r} (from --dataset={dataset}) does not exist. Expected "
-            "<root>/<split>/<class_name>/<image>.jpg|png, e.g. <root>/train/cat/1.jpg."
-        )
-    return root
-
-
 def _fail(name: str, value: object, expected: str) -> None:
     raise ValueError(f"--{name}={value} is invalid: expected {expected}.")
 

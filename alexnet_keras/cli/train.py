@@ -17,6 +17,7 @@ from absl import app, flags
 from alexnet_keras import config as config_lib
 from alexnet_keras import constants
 from alexnet_keras.cli import common
+from alexnet_keras.data import folder
 
 _D = config_lib.TrainConfig()  # The defaults, in one place.
 
@@ -313,7 +314,7 @@ def _main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments (not flags): {' '.join(argv[1:])}")
     config = config_from_flags()  # Bad values fail here, before TensorFlow loads,
-    config_lib.image_folder(config.dataset)  # and so does a mistyped folder.
+    folder.image_folder(config.dataset)  # and so does a mistyped folder.
     common.load_tensorflow_quietly()
     if config.init_from:
         config = with_source_settings(config)

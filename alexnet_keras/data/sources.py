@@ -30,7 +30,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from alexnet_keras.config import FOLDER_PREFIX, image_folder
+from alexnet_keras.data.folder import FOLDER_PREFIX, image_folder
 from alexnet_keras.data.order import IndexedSplit, ShardedSplit
 
 Builder = tfds.core.DatasetBuilder
