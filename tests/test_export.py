@@ -26,10 +26,9 @@ from PIL import Image
 from tensorflow_serving.config import model_server_config_pb2
 from train_helpers import CLASSES, REPO, SIZE, tiny_arrays, tiny_config, tiny_datasets
 
-from alexnet_keras import cpu
-from alexnet_keras import run_dir as run_files
+from alexnet_keras import cpu, run_files
 from alexnet_keras.data import pipeline
-from alexnet_keras.run_dir import load_inference_model
+from alexnet_keras.run_dir import load_inference_model, load_stats
 from alexnet_keras.serving import export, warmup
 from alexnet_keras.serving import signatures as serving
 from alexnet_keras.training import evaluation
@@ -322,7 +321,7 @@ def test_serving_default_equals_the_evaluation_pipeline_on_the_same_jpegs(
     config = run_files.load_config(model_dir)
     dataset = pipeline.build_dataset(
         f"folder:{tmp_path}", "test", batch_size=2, training=False, image_size=config.image_size,
-        resize_size=config.resize_size, stats=run_files.load_stats(model_dir), ten_crop=ten_crop,
+        resize_size=config.resize_size, stats=load_stats(model_dir), ten_crop=ten_crop,
     )  # fmt: skip
     ((images, labels),) = list(dataset)
     assert images.shape == (2,) + ((10,) if ten_crop else ()) + (SIZE, SIZE, 3)
@@ -343,7 +342,7 @@ def test_predict_images_equals_the_runs_own_keras_file(float32_run):
     best.keras deserialized as it was trained (keras.saving.load_model) must agree on the same
     crops: probabilities to 1e-5 (float32 on both sides), softmax computed in NumPy."""
     model_dir, exports, _ = float32_run
-    stats = run_files.load_stats(model_dir)
+    stats = load_stats(model_dir)
     assert stats.mean_image is None  # The ImageNet per-channel mean.
     # Training-like crops (a bright quadrant per class) as 0..255 pixels: 4 different answers.
     crops = np.clip(np.round(tiny_arrays(n=4, seed=5)[0] + 120), 0, 255).astype(np.uint8)
@@ -392,7 +391,7 @@ def test_serving_default_equals_pil_and_numpy_preprocessing(float32_run, height,
     best.keras answers; the served probabilities must agree to 1e-5. Neither side uses the
     project's preprocessing."""
     model_dir, exports, _ = float32_run
-    stats = run_files.load_stats(model_dir)
+    stats = load_stats(model_dir)
     config = run_files.load_config(model_dir)
     resize_size = config.resize_size or round(config.image_size * 256 / 227)
     pictures = [smooth_image(height, width, seed=s) for s in (7, 8)]

@@ -24,7 +24,7 @@ from safetensors.numpy import save_file
 from test_weight_formats import ALEXNET_LAYERS, ALEXNET_LRN
 from train_helpers import REPO
 
-from alexnet_keras import constants, run_dir
+from alexnet_keras import constants, run_dir, run_files
 from alexnet_keras.config import TrainConfig
 from alexnet_keras.data import labels
 from alexnet_keras.data import stats as stats_lib
@@ -182,12 +182,12 @@ def served_probabilities(model_dir, tmp_path, images, alone=False):
     if alone:
         keras_file = os.path.join(tmp_path, "alone", "model.keras")
         os.makedirs(os.path.dirname(keras_file))
-        shutil.copyfile(run_dir.model_file(model_dir), keras_file)
+        shutil.copyfile(run_files.model_file(model_dir), keras_file)
         source = export.resolve_source(
-            keras_file=keras_file, class_names=list(run_dir.load_class_names(model_dir)),
-            stats_file=os.path.join(model_dir, run_dir.STATS_FILE),
+            keras_file=keras_file, class_names=list(run_files.load_class_names(model_dir)),
+            stats_file=os.path.join(model_dir, run_files.STATS_FILE),
         )  # fmt: skip
-        assert source.config.lrn_form == run_dir.load_config(model_dir).lrn_form
+        assert source.config.lrn_form == run_files.load_config(model_dir).lrn_form
         alone = export.export_saved_model(source, str(tmp_path), "alone", write_warmup=False)
         by_file = tf.saved_model.load(alone.path).signatures["predict_images"](images=images)
         np.testing.assert_allclose(
@@ -283,14 +283,14 @@ def test_caffe_v1_per_channel_mean_matches_torch_and_writes_a_run_directory(caff
     assert [row[0].decode() for row in caffe_v1["top_labels"]] == top
     # The run directory the import wrote (one test with the above: its fixture is built once).
     model_dir = caffe_v1["model_dir"]
-    config = run_dir.load_config(model_dir)
+    config = run_files.load_config(model_dir)
     assert (config.architecture, config.lrn_form, config.groups, config.use_lrn) == (
         "paper", "caffe", 2, True,
     )  # fmt: skip
     assert (config.dataset, config.image_size, config.resize_size, config.input_scale) == (
         "imagenet2012", 227, 256, 1.0,
     )  # fmt: skip
-    assert list(run_dir.load_class_names(model_dir)) == list(labels.load_imagenet_labels())
+    assert list(run_files.load_class_names(model_dir)) == list(labels.load_imagenet_labels())
     data_stats = run_dir.load_stats(model_dir)
     assert data_stats.mean_rgb == pytest.approx((122.67891434, 116.66876762, 104.00698793))
     assert data_stats.mean_image is None
@@ -300,7 +300,7 @@ def test_caffe_v1_per_channel_mean_matches_torch_and_writes_a_run_directory(caff
     assert record["weights_file"] == str(caffe_v1["weights"])
     assert record["weights_sha256"] == hashlib.sha256(caffe_v1["weights"].read_bytes()).hexdigest()
     assert any("BGR" in line for line in record["conventions"])
-    best, last = (open(run_dir.model_file(model_dir, c), "rb").read() for c in ("best", "last"))
+    best, last = (open(run_files.model_file(model_dir, c), "rb").read() for c in ("best", "last"))
     assert best == last
     assert not [name for name in os.listdir(os.path.dirname(model_dir)) if name.startswith(".")]
 
@@ -311,7 +311,7 @@ def test_caffe_v2_fine_tuned_with_mean_image_matches_torch_and_needs_class_names
 ):
     assert_matches_reference(caffe_v2)
     model_dir = caffe_v2["model_dir"]
-    assert list(run_dir.load_class_names(model_dir)) == caffe_v2["names"]
+    assert list(run_files.load_class_names(model_dir)) == caffe_v2["names"]
     record = json.loads(open(os.path.join(model_dir, run_writer.IMPORT_FILE)).read())
     assert record["fc8_layer"] == "fc8_flickr" and record["caffe_file_version"] == "V2"
     mean_image = run_dir.load_stats(model_dir).mean_image_array
@@ -385,7 +385,7 @@ def test_torchvision_pth_matches_torch(torchvision_weights):
     probabilities = served["probabilities"].numpy()
     assert_matches_reference(dict(served=probabilities, reference=run["reference"]))
     assert np.abs(probabilities - run["bgr_not_rgb"]).max() > 100 * TOLERANCE
-    config = run_dir.load_config(model_dir)
+    config = run_files.load_config(model_dir)
     assert (config.architecture, config.groups, config.use_lrn) == ("torchvision", 1, False)
     assert (config.image_size, config.resize_size) == (224, 256)
     mean = run_dir.load_stats(model_dir).mean_rgb
@@ -412,8 +412,8 @@ def test_cli_imports_safetensors_and_export_works(torchvision_weights):
     assert f"into {model_dir}: 1000 classes, architecture=torchvision" in result.stdout
     assert "python tools/export.py --model_dir=" in result.stdout
     assert sorted(os.listdir(model_dir)) == sorted(
-        [run_dir.CONFIG_FILE, run_dir.CLASS_NAMES_FILE, run_dir.STATS_FILE, run_dir.BEST_FILE,
-         run_dir.LAST_FILE, run_writer.IMPORT_FILE]
+        [run_files.CONFIG_FILE, run_files.CLASS_NAMES_FILE, run_files.STATS_FILE,
+         run_files.BEST_FILE, run_files.LAST_FILE, run_writer.IMPORT_FILE]
     )  # fmt: skip
     served = served_probabilities(str(model_dir), run["tmp"] / "cli_exports", run["images"])
     assert_matches_reference(dict(served=served["probabilities"].numpy(), **run))

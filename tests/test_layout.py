@@ -16,7 +16,7 @@ DATA = pathlib.Path(__file__).resolve().parent / "data"
 
 LIBRARY = {
     "constants", "config", "cpu", "filter_grid", "layers", "kernels", "keras_file", "data",
-    "model", "flops", "run_dir", "training", "importers", "serving", "pictures",
+    "model", "flops", "run_files", "run_dir", "training", "importers", "serving", "pictures",
 }  # fmt: skip
 # What each part may import (besides itself).
 ALLOWED = {
@@ -30,7 +30,8 @@ ALLOWED = {
     "data": {"constants"},
     "model": {"constants", "config", "layers", "kernels"},  # kernels only when a policy is given.
     "flops": {"layers"},
-    "run_dir": {"config", "data", "model", "keras_file", "kernels"},
+    "run_files": {"config"},  # No TensorFlow: commands check a run before it loads.
+    "run_dir": {"config", "data", "model", "keras_file", "kernels", "run_files"},
     "training": {
         "constants",
         "config",
@@ -40,11 +41,21 @@ ALLOWED = {
         "keras_file",
         "data",
         "model",
+        "run_files",
         "run_dir",
         "filter_grid",
     },  # fmt: skip
-    "importers": {"constants", "config", "layers", "data", "model", "run_dir"},
-    "serving": {"constants", "config", "layers", "keras_file", "data", "model", "run_dir"},
+    "importers": {"constants", "config", "layers", "data", "model", "run_files", "run_dir"},
+    "serving": {
+        "constants",
+        "config",
+        "layers",
+        "keras_file",
+        "data",
+        "model",
+        "run_files",
+        "run_dir",
+    },  # fmt: skip
     "pictures": {"constants", "config", "data", "model", "run_dir", "serving", "filter_grid"},
     "cli": LIBRARY,  # The commands may use anything.
     "entry": {"cli"},  # alexnet_keras/train.py, evaluate.py, predict.py: `python -m` shims.

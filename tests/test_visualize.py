@@ -30,7 +30,8 @@ from alexnet_keras.model import build_alexnet
 from alexnet_keras.pictures import figures
 from alexnet_keras.pictures import filters as pictures
 from alexnet_keras.pictures import neighbours as nn
-from alexnet_keras.run_dir import load_run, read_history
+from alexnet_keras.run_dir import load_run
+from alexnet_keras.run_files import read_history
 from alexnet_keras.serving import export, predict
 from alexnet_keras.training import callbacks as cb
 from alexnet_keras.training.trainer import run

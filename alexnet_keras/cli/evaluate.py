@@ -30,13 +30,13 @@ def define_flags() -> None:
 def _main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments (not flags): {' '.join(argv[1:])}")
-    from alexnet_keras import run_dir
+    from alexnet_keras import run_dir, run_files
     from alexnet_keras.data import pipeline, sources
     from alexnet_keras.training import evaluation
 
     f = flags.FLAGS
-    config = run_dir.load_config(f.model_dir)
-    path = run_dir.model_file(f.model_dir, f.checkpoint)
+    config = run_files.load_config(f.model_dir)
+    path = run_files.model_file(f.model_dir, f.checkpoint)
     if not os.path.exists(path):
         raise FileNotFoundError(f"--checkpoint={f.checkpoint}: {path} does not exist yet.")
     data_dir = f.data_dir or config.data_dir
@@ -55,11 +55,11 @@ def _main(argv: list[str]) -> None:
         ten_crop=f.ten_crop,
     )
     # As export does: rebuilt from the run's config in float32, without the run's device pins.
-    class_names = run_dir.load_class_names(f.model_dir)
+    class_names = run_files.load_class_names(f.model_dir)
     model = run_dir.load_inference_model(path, config, len(class_names))
     metrics = evaluation.evaluate_model(model, dataset, split, steps=f.steps)
     metrics["checkpoint"] = f.checkpoint
-    output = f.output or os.path.join(f.model_dir, run_dir.METRICS_FILE)
+    output = f.output or os.path.join(f.model_dir, run_files.METRICS_FILE)
     evaluation.write_metrics(metrics, output)
     print(f"{evaluation.describe(metrics)} -> {output}")
 

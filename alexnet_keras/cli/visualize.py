@@ -95,10 +95,10 @@ def neighbours(output: str) -> None:
 
 
 def curves(output: str) -> None:
-    from alexnet_keras import run_dir
+    from alexnet_keras import run_files
     from alexnet_keras.pictures import figures
 
-    history = run_dir.read_history(flags.FLAGS.model_dir)
+    history = run_files.read_history(flags.FLAGS.model_dir)
     size = figures.save_png(figures.plot_curves(history), output)
     print(f"Wrote {output} ({size[0]}x{size[1]}): {len(history['epoch'])} epochs.")
 

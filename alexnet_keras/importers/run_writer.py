@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 import alexnet_keras
-from alexnet_keras import run_dir
+from alexnet_keras import run_files
 from alexnet_keras.config import TrainConfig
 from alexnet_keras.data import labels
 from alexnet_keras.data import stats as stats_lib
@@ -123,14 +123,15 @@ def write_run_dir(
     created = _make_dirs(os.path.dirname(final))
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.import-", dir=os.path.dirname(final))
     try:
-        with open(os.path.join(tmp, run_dir.CONFIG_FILE), "w") as f:
+        with open(os.path.join(tmp, run_files.CONFIG_FILE), "w") as f:
             f.write(config.to_json())
-        _write_json(os.path.join(tmp, run_dir.CLASS_NAMES_FILE), list(class_names))
-        stats_lib.save_stats(data_stats, os.path.join(tmp, run_dir.STATS_FILE))
-        model.save(os.path.join(tmp, run_dir.BEST_FILE))
+        _write_json(os.path.join(tmp, run_files.CLASS_NAMES_FILE), list(class_names))
+        stats_lib.save_stats(data_stats, os.path.join(tmp, run_files.STATS_FILE))
+        best = os.path.join(tmp, run_files.BEST_FILE)
+        model.save(best)
         # The same network twice: a copy, not a second save (or a link that a later save into
         # one of them would overwrite in both).
-        shutil.copyfile(os.path.join(tmp, run_dir.BEST_FILE), os.path.join(tmp, run_dir.LAST_FILE))
+        shutil.copyfile(best, os.path.join(tmp, run_files.LAST_FILE))
         _write_json(os.path.join(tmp, IMPORT_FILE), record)
         os.chmod(tmp, 0o755)  # Not mkdtemp's 0700: readable like a training run's directory.
         os.rename(tmp, final)  # POSIX rename replaces an empty directory.

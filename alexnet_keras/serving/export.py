@@ -31,7 +31,7 @@ from google.protobuf import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from alexnet_keras import keras_file as keras_file_lib
-from alexnet_keras import run_dir
+from alexnet_keras import run_dir, run_files
 from alexnet_keras.config import DEFAULT_EXPORT_BASE, DEFAULT_MODEL_NAME, TrainConfig
 from alexnet_keras.data import labels, stats
 from alexnet_keras.serving import signatures, warmup
@@ -98,15 +98,15 @@ def resolve_source(
     if (model_dir is None) == (keras_file is None):
         raise ValueError("Pass exactly one of --model_dir and --keras_file.")
     if model_dir is not None:
-        path = run_dir.model_file(model_dir, checkpoint)
+        path = run_files.model_file(model_dir, checkpoint)
         directory = model_dir
-        config = run_dir.load_config(model_dir)
+        config = run_files.load_config(model_dir)
     else:
         path, directory = keras_file, os.path.dirname(os.path.abspath(keras_file))
         if not os.path.isfile(path):
             raise FileNotFoundError(f"--keras_file={path} does not exist.")
-        if os.path.exists(os.path.join(directory, run_dir.CONFIG_FILE)):
-            config = run_dir.load_config(directory)
+        if os.path.exists(os.path.join(directory, run_files.CONFIG_FILE)):
+            config = run_files.load_config(directory)
         else:  # Everything that decides the network's function, read from the file itself.
             try:
                 config = TrainConfig(**keras_file_lib.settings(path))
@@ -114,15 +114,15 @@ def resolve_source(
                 raise ValueError(f"--keras_file={path}: {error}") from None
     if not os.path.isfile(path):
         other = "last" if checkpoint == "best" else "best"
-        if model_dir is not None and os.path.isfile(run_dir.model_file(model_dir, other)):
-            hint = f"Pass --checkpoint={other} to export {run_dir.model_file(model_dir, other)}."
+        if model_dir is not None and os.path.isfile(run_files.model_file(model_dir, other)):
+            hint = f"Pass --checkpoint={other} to export {run_files.model_file(model_dir, other)}."
         else:  # Both are written at epoch ends (callbacks.ModelSaver).
             hint = "Train for at least one epoch with `python -m alexnet_keras.train`."
         raise FileNotFoundError(
             f"Checkpoint {path} does not exist (--checkpoint={checkpoint}). {hint}"
         )
     if class_names is None:
-        names_file = os.path.join(directory, run_dir.CLASS_NAMES_FILE)
+        names_file = os.path.join(directory, run_files.CLASS_NAMES_FILE)
         if not os.path.exists(names_file):
             raise FileNotFoundError(
                 f"No class names: {names_file} does not exist. Pass --class_names=FILE."
@@ -130,7 +130,7 @@ def resolve_source(
         class_names = names_file
     if isinstance(class_names, str):
         class_names = _read_class_names(class_names)
-    sibling_stats = os.path.join(directory, run_dir.STATS_FILE)
+    sibling_stats = os.path.join(directory, run_files.STATS_FILE)
     if stats_file is None and os.path.exists(sibling_stats):
         stats_file = sibling_stats
     if stats_file is None:

@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from alexnet_keras import filter_grid, run_dir
+from alexnet_keras import filter_grid, run_files
 
 FILTERS_TAG = "conv1_filters"  # TensorBoard image tag of the conv1 grid.
 
@@ -69,7 +69,7 @@ class LearningRateController(keras.callbacks.Callback):
         self.max_drops = max_drops
         self.boundaries = tuple(boundaries)
         self.monitor = monitor
-        self.path = os.path.join(state_dir, run_dir.LR_STATE_FILE)
+        self.path = os.path.join(state_dir, run_files.LR_STATE_FILE)
         self.errors: dict[int, float] = {}
         if os.path.exists(self.path):
             with open(self.path) as f:
@@ -207,11 +207,11 @@ class ModelSaver(keras.callbacks.Callback):
         if not math.isfinite(float(logs.get("loss", 0.0))):
             return
         network = self.model.network  # Saved without the training model's layout (towers).
-        _save_model_atomically(network, os.path.join(self.model_dir, run_dir.LAST_FILE))
+        _save_model_atomically(network, os.path.join(self.model_dir, run_files.LAST_FILE))
         value = logs.get(self.monitor)
         if value is not None and float(value) > self.best:
             self.best = float(value)
-            _save_model_atomically(network, os.path.join(self.model_dir, run_dir.BEST_FILE))
+            _save_model_atomically(network, os.path.join(self.model_dir, run_files.BEST_FILE))
             _write_json_atomically(self.best_path, {self.monitor: self.best, "epoch": epoch + 1})
 
 

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_keras import run_dir
+from alexnet_keras import run_files
 from alexnet_keras.config import TrainConfig
 
 
@@ -109,7 +109,7 @@ def final_metrics(
                    "top5_error": 1.0 - top5, "examples": int(logs["val_examples"]), "crops": 1,
                    "split": split}  # fmt: skip
     else:
-        final = os.path.join(save_dir, run_dir.MODEL_FILES[config.final_checkpoint])
+        final = os.path.join(save_dir, run_files.MODEL_FILES[config.final_checkpoint])
         if os.path.exists(final):  # Into the network the run saved (a TrainingModel's).
             getattr(model, "network", model).load_weights(final)
         metrics = evaluate_model(model, dataset, split)

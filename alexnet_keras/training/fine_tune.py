@@ -15,7 +15,7 @@ import os
 import keras
 from absl import logging
 
-from alexnet_keras import keras_file, run_dir
+from alexnet_keras import keras_file, run_dir, run_files
 from alexnet_keras.config import TrainConfig
 
 CLASSIFIER = "fc8"
@@ -27,7 +27,7 @@ FUNCTION_SETTINGS = ("architecture", "groups", "use_lrn", "lrn_form", "input_sca
 def source_settings(init_from: str) -> dict:
     """FUNCTION_SETTINGS of --init_from: its run's config.json, or the .keras file's layers."""
     if os.path.isdir(init_from):
-        config = run_dir.load_config(init_from)
+        config = run_files.load_config(init_from)
         return {name: getattr(config, name) for name in FUNCTION_SETTINGS}
     if not os.path.isfile(init_from):
         raise FileNotFoundError(
@@ -57,9 +57,9 @@ def check_settings(config: TrainConfig) -> dict:
 def source_model(init_from: str) -> keras.Model:
     """The network of a run directory (its best.keras, rebuilt from its config) or a .keras file."""
     if os.path.isdir(init_from):
-        config = run_dir.load_config(init_from)
-        class_names = run_dir.load_class_names(init_from)
-        path = run_dir.model_file(init_from, "best")
+        config = run_files.load_config(init_from)
+        class_names = run_files.load_class_names(init_from)
+        path = run_files.model_file(init_from, "best")
         return run_dir.load_inference_model(path, config, len(class_names))
     if not os.path.isfile(init_from):
         raise FileNotFoundError(

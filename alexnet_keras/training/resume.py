@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 
-from alexnet_keras import run_dir
+from alexnet_keras import run_dir, run_files
 from alexnet_keras.config import ALLOWED_CHANGES, FREE, TrainConfig
 from alexnet_keras.data.stats import DatasetStats
 
@@ -31,14 +31,14 @@ class RunRecord:
     init_from_settings: dict | None = None
 
     def write(self, model_dir: str) -> None:
-        path = os.path.join(model_dir, run_dir.RUN_STATE_FILE)
+        path = os.path.join(model_dir, run_files.RUN_STATE_FILE)
         with open(path + ".tmp", "w") as f:
             json.dump(dataclasses.asdict(self), f, indent=2)
         os.replace(path + ".tmp", path)
 
     @classmethod
     def read(cls, model_dir: str) -> RunRecord | None:
-        path = os.path.join(model_dir, run_dir.RUN_STATE_FILE)
+        path = os.path.join(model_dir, run_files.RUN_STATE_FILE)
         if not os.path.exists(path):
             return None
         try:
@@ -57,11 +57,11 @@ def check_model_dir(model_dir: str) -> bool:
         if os.path.exists(model_dir):
             raise NotADirectoryError(f"--model_dir={model_dir} is a file, not a directory.")
         return False
-    if os.path.exists(os.path.join(model_dir, run_dir.CONFIG_FILE)):
+    if os.path.exists(os.path.join(model_dir, run_files.CONFIG_FILE)):
         return True
     if os.listdir(model_dir):
         raise ValueError(
-            f"--model_dir={model_dir} is not empty and holds no {run_dir.CONFIG_FILE}: it is not "
+            f"--model_dir={model_dir} is not empty and holds no {run_files.CONFIG_FILE}: it is not "
             "an alexnet_keras run. Pass a new or empty directory; nothing was changed."
         )
     return False
@@ -92,7 +92,7 @@ def resumed_config(
             f"--allow_changes={','.join(unknown)} is invalid: expected some of "
             f"{', '.join(ALLOWED_CHANGES)}."
         )
-    recorded = run_dir.load_config(model_dir)
+    recorded = run_files.load_config(model_dir)
     record = RunRecord.read(model_dir)
     changes = {
         field.name: (getattr(recorded, field.name), getattr(config, field.name))

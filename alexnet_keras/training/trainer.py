@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from alexnet_keras import kernels, run_dir
+from alexnet_keras import kernels, run_files
 from alexnet_keras.config import TrainConfig
 from alexnet_keras.data import pipeline, stats
 from alexnet_keras.model import build_alexnet
@@ -184,13 +184,13 @@ def _run(
     with strategy.scope():
         # Under multi-worker training every worker saves (saving is collective), the non-chief
         # ones into a throwaway directory; all resume from the chief's checkpoints.
-        checkpoints = os.path.join(model_dir, run_dir.CHECKPOINT_DIR)
+        checkpoints = os.path.join(model_dir, run_files.CHECKPOINT_DIR)
         if chief:
             save_dir, state = model_dir, RunState(model, checkpoints)
         else:
             save_dir = tempfile.mkdtemp(prefix="alexnet_worker_")
             atexit.register(shutil.rmtree, save_dir, ignore_errors=True)
-            state = RunState(model, os.path.join(save_dir, run_dir.CHECKPOINT_DIR),
+            state = RunState(model, os.path.join(save_dir, run_files.CHECKPOINT_DIR),
                              max_to_keep=1, restore_from=checkpoints)  # fmt: skip
     if towers:
         logging.info(strategies.describe_towers(model))
@@ -209,7 +209,7 @@ def _run(
     steps_per_epoch = datasets.steps_per_epoch
     epoch, step_in_epoch = divmod(start, steps_per_epoch)
     if chief:
-        resume.keep_history_before(os.path.join(model_dir, run_dir.HISTORY_FILE), epoch)
+        resume.keep_history_before(os.path.join(model_dir, run_files.HISTORY_FILE), epoch)
     lr_controller = cb.LearningRateController(
         config.learning_rate, config.lr_schedule, model_dir, patience=config.plateau_patience,
         max_drops=config.max_lr_drops, boundaries=config.lr_boundaries, write_state=chief,
@@ -223,7 +223,7 @@ def _run(
     callbacks.append(_async(keras.callbacks.ProgbarLogger()))
     if chief:
         callbacks += [
-            keras.callbacks.CSVLogger(os.path.join(model_dir, run_dir.HISTORY_FILE), append=True),
+            keras.callbacks.CSVLogger(os.path.join(model_dir, run_files.HISTORY_FILE), append=True),
             _async(keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"))),
             cb.FilterImageCallback(os.path.join(model_dir, "logs", "filters")),
         ]
@@ -256,7 +256,7 @@ def _run(
         model, config, datasets.evaluation, datasets.eval_split, model_dir, last_logs
     )
     if chief:
-        evaluation.write_metrics(metrics, os.path.join(model_dir, run_dir.METRICS_FILE))
+        evaluation.write_metrics(metrics, os.path.join(model_dir, run_files.METRICS_FILE))
     logging.info("Final evaluation: %s", metrics)
     print(evaluation.describe(metrics))
     return metrics
@@ -292,11 +292,11 @@ def _write_run_files(
     config: TrainConfig, datasets: Datasets, data_stats: stats.DatasetStats
 ) -> None:
     os.makedirs(config.model_dir, exist_ok=True)
-    with open(os.path.join(config.model_dir, run_dir.CONFIG_FILE), "w") as f:
+    with open(os.path.join(config.model_dir, run_files.CONFIG_FILE), "w") as f:
         f.write(config.to_json())
-    with open(os.path.join(config.model_dir, run_dir.CLASS_NAMES_FILE), "w") as f:
+    with open(os.path.join(config.model_dir, run_files.CLASS_NAMES_FILE), "w") as f:
         json.dump(list(datasets.class_names), f, indent=2)
-    stats.save_stats(data_stats, os.path.join(config.model_dir, run_dir.STATS_FILE))
+    stats.save_stats(data_stats, os.path.join(config.model_dir, run_files.STATS_FILE))
 
 
 def resolve_kernels(config: TrainConfig) -> kernels.KernelPolicy:
