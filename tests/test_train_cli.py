@@ -14,7 +14,14 @@ import pytest
 import tensorflow as tf
 from absl import flags
 from serving_fakes import free_ports
-from train_helpers import REPO, run_env, run_train, train_command, write_tiny_fashion_mnist
+from train_helpers import (
+    REPO,
+    command_reporting_tensorflow,
+    run_env,
+    run_train,
+    train_command,
+    write_tiny_fashion_mnist,
+)
 
 from alexnet_keras.cli.train import config_from_flags, define_flags
 
@@ -96,27 +103,21 @@ def test_command_line_fails_fast_with_one_line(tmp_path, args, match):
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
-_TENSORFLOW_LOADED = """
-import runpy, sys
-sys.argv = ["alexnet_keras.train", *sys.argv[1:]]
-try:
-    runpy.run_module("alexnet_keras.train", run_name="__main__")
-finally:
-    print("tensorflow loaded:", "tensorflow" in sys.modules)
-"""
-
-
 @pytest.mark.parametrize(
-    "arg,match",
-    [("--batch_size=0", "--batch_size=0 is invalid"),
-     ("--dataset=folder:/no/such/folder", "Image folder '/no/such/folder'")],
+    "module,args,match",
+    [("alexnet_keras.train", ["--batch_size=0"], "--batch_size=0 is invalid"),
+     ("alexnet_keras.train", ["--dataset=folder:/no/such/folder"], "Image folder '/no/such/"),
+     ("alexnet_keras.evaluate", [], "No training run in --model_dir=")],
 )  # fmt: skip
-def test_bad_flags_and_a_mistyped_folder_are_refused_before_tensorflow_loads(tmp_path, arg, match):
+def test_bad_flags_a_mistyped_folder_or_run_are_refused_before_tensorflow_loads(
+    tmp_path, module, args, match
+):
     """In a fraction of a second, not the 5-10 s TensorFlow takes to import."""
-    result = run_train([sys.executable, "-c", _TENSORFLOW_LOADED, arg,
-                        f"--model_dir={tmp_path}/run"], run_env(tmp_path))  # fmt: skip
+    command = command_reporting_tensorflow(module, *args, f"--model_dir={tmp_path}/run")
+    result = run_train(command, run_env(tmp_path))
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.startswith("Error: ") and match in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1  # One line, no traceback.
     assert result.stdout.strip() == "tensorflow loaded: False"
 
 
@@ -157,12 +158,8 @@ def test_op_errors_print_without_tfs_wrappers(message):
 
 
 @pytest.mark.slow
-def test_missing_run_and_new_data_dir(tmp_path):
+def test_a_new_data_dir_is_created_and_the_missing_dataset_named(tmp_path):
     env = run_env(tmp_path / "missing")
-    evaluate = run_train([sys.executable, "-m", "alexnet_keras.evaluate",
-                          f"--model_dir={tmp_path}/missing"], env, timeout=120)  # fmt: skip
-    assert evaluate.returncode == 2 and "Traceback" not in evaluate.stderr
-    assert evaluate.stderr.strip().splitlines()[-1].startswith("Error: No training run")
     train = run_train(train_command(tmp_path / "run", f"--data_dir={tmp_path}/new/tfds"), env,
                       timeout=120)  # fmt: skip
     assert train.returncode == 2 and "dataset-fashion-mnist" in train.stderr

@@ -18,6 +18,7 @@ from train_helpers import (
     FC_UNITS,
     REPO,
     SIZE,
+    command_reporting_tensorflow,
     run_env,
     tiny_arrays,
     tiny_config,
@@ -250,10 +251,10 @@ def test_missing_matplotlib_names_the_extra(monkeypatch):
 
 
 def run_cli(command, *args, env, cwd):
-    done = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "visualize.py"), command, *args],
-        capture_output=True, text=True, timeout=240, env=env, cwd=cwd,
-    )  # fmt: skip
+    """tools/visualize.py COMMAND ARGS; its stdout ends with `tensorflow loaded: True|False`."""
+    script = os.path.join(REPO, "tools", "visualize.py")
+    command = command_reporting_tensorflow(script, command, *args)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, cwd=cwd)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
@@ -265,8 +266,9 @@ def test_cli_filters_and_curves(run_dir, tmp_path):
     assert "Wrote f.png" in out and "column 1 (GPU 2): mean colour saturation" in out
     grid = filter_grid.model_filter_grid(load_run(run_dir).model)
     assert png_shape(tmp_path / "f.png") == (grid.image.shape[1], grid.image.shape[0])
-    run_cli("curves", f"--model_dir={run_dir}", env=env, cwd=cwd)  # Default --output.
+    out = run_cli("curves", f"--model_dir={run_dir}", env=env, cwd=cwd)  # Default --output.
     assert png_shape(tmp_path / "curves.png") == (1500, 420)
+    assert out.endswith("tensorflow loaded: False\n")  # A CSV file and matplotlib only.
 
 
 @pytest.mark.slow

@@ -102,6 +102,24 @@ def train_command(model_dir, *extra):
     ]  # fmt: skip
 
 
+# Runs a command's module (or script) as __main__, then prints whether TensorFlow was imported.
+_REPORTS_TENSORFLOW = """
+import runpy, sys
+target = sys.argv.pop(1)
+sys.argv[0] = target
+try:
+    (runpy.run_path if target.endswith(".py") else runpy.run_module)(target, run_name="__main__")
+finally:
+    print("tensorflow loaded:", "tensorflow" in sys.modules)
+"""
+
+
+def command_reporting_tensorflow(target, *args):
+    """`python -m target ARGS` (or `python target.py ARGS`) whose last stdout line says
+    `tensorflow loaded: True` or `False`: for the checks that must come before TF starts."""
+    return [sys.executable, "-c", _REPORTS_TENSORFLOW, target, *args]
+
+
 def run_env(fashion_dir, **extra):
     env = dict(os.environ, ALEXNET_FASHION_MNIST_DIR=str(fashion_dir), TF_CPP_MIN_LOG_LEVEL="2")
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")

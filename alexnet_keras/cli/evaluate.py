@@ -30,15 +30,18 @@ def define_flags() -> None:
 def _main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments (not flags): {' '.join(argv[1:])}")
-    from alexnet_keras import run_dir, run_files
-    from alexnet_keras.data import pipeline, sources
-    from alexnet_keras.training import evaluation
+    from alexnet_keras import run_files
 
     f = flags.FLAGS
-    config = run_files.load_config(f.model_dir)
+    config = run_files.load_config(f.model_dir)  # A missing run fails before TensorFlow loads.
     path = run_files.model_file(f.model_dir, f.checkpoint)
     if not os.path.exists(path):
         raise FileNotFoundError(f"--checkpoint={f.checkpoint}: {path} does not exist yet.")
+    common.load_tensorflow_quietly()
+    from alexnet_keras import run_dir
+    from alexnet_keras.data import pipeline, sources
+    from alexnet_keras.training import evaluation
+
     data_dir = f.data_dir or config.data_dir
     manual_dir = f.manual_dir or config.manual_dir
     split = f.split or sources.dataset_info(config.dataset, data_dir, manual_dir).eval_split
@@ -66,7 +69,7 @@ def _main(argv: list[str]) -> None:
 
 def main() -> None:
     """`python -m alexnet_keras.evaluate` and the console script `alexnet-evaluate`."""
-    common.run(define_flags, _main)
+    common.run(define_flags, _main, tensorflow=False)
 
 
 if __name__ == "__main__":

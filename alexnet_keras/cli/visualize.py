@@ -112,6 +112,8 @@ def _main(argv: list[str]) -> None:
     if command != "predictions" and rest:
         raise app.UsageError(f"Unexpected arguments for {command}: {' '.join(rest)}")
     output = flags.FLAGS.output or f"{command}.png"
+    if command != "curves":  # curves reads a CSV file and needs no TensorFlow.
+        common.load_tensorflow_quietly()
     if command == "predictions":
         predictions(output, rest)
     else:
@@ -120,7 +122,7 @@ def _main(argv: list[str]) -> None:
 
 def main() -> None:
     """`python tools/visualize.py` and the console script `alexnet-visualize`."""
-    common.run(define_flags, _main)
+    common.run(define_flags, _main, tensorflow=False)
 
 
 if __name__ == "__main__":
