@@ -22,7 +22,7 @@ import saved_model_checks
 import tensorflow as tf
 from safetensors.numpy import save_file
 from test_weight_formats import ALEXNET_LAYERS, ALEXNET_LRN
-from train_helpers import REPO
+from train_helpers import REPO, command_reporting_tensorflow
 
 from alexnet_keras import constants, run_dir, run_files
 from alexnet_keras.config import TrainConfig
@@ -393,9 +393,11 @@ def test_torchvision_pth_matches_torch(torchvision_weights):
 
 
 def run_cli(*args, timeout=300):
+    """tools/import_weights.py ARGS; its stdout ends with `tensorflow loaded: True|False`."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    command = [sys.executable, os.path.join(REPO, "tools", "import_weights.py"), *args]
+    script = os.path.join(REPO, "tools", "import_weights.py")
+    command = command_reporting_tensorflow(script, *args)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -420,12 +422,11 @@ def test_cli_imports_safetensors_and_export_works(torchvision_weights):
 
 
 @pytest.mark.slow
-def test_cli_bad_input_is_one_line():
+def test_cli_bad_input_is_one_line_before_tensorflow_loads():
     result = run_cli("--format=onnx", "--weights=alexnet.onnx", "--model_dir=/nonexistent/run")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
-        "Error: --format=onnx is invalid: expected caffe or torchvision"
-    )
+    assert result.stderr == "Error: --format=onnx is invalid: expected caffe or torchvision\n"
+    assert result.stdout == "tensorflow loaded: False\n"
 
 
 # --- Bad input: one clear error, nothing written ------------------------------------------------

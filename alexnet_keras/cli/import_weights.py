@@ -57,6 +57,10 @@ def _main(argv: list[str]) -> None:
     for name, what in required.items():
         if not getattr(f, name):
             raise ValueError(f"--{name} is required: {what}")
+    from alexnet_keras import importers
+
+    importers.check_format(f.format)  # Before TensorFlow loads.
+    common.load_tensorflow_quietly()
     from alexnet_keras.importers import run_writer
 
     result = run_writer.import_weights(
@@ -75,7 +79,7 @@ def _main(argv: list[str]) -> None:
 
 def main() -> None:
     """`python tools/import_weights.py`."""
-    common.run(define_flags, _main)
+    common.run(define_flags, _main, tensorflow=False)
 
 
 if __name__ == "__main__":

@@ -22,14 +22,13 @@ import keras
 import numpy as np
 
 import alexnet_keras
-from alexnet_keras import run_files
+from alexnet_keras import importers, run_files
 from alexnet_keras.config import TrainConfig
 from alexnet_keras.data import labels
 from alexnet_keras.data import stats as stats_lib
 from alexnet_keras.importers import caffe, imported, torchvision
 from alexnet_keras.model import build_alexnet
 
-FORMATS = ("caffe", "torchvision")
 IMPORT_FILE = "import.json"
 IMPORT_FORMAT = "alexnet_keras.import/v1"
 
@@ -67,8 +66,7 @@ def import_weights(
     Raises:
         ValueError, FileNotFoundError, FileExistsError, ImportError: one line naming the input.
     """
-    if weights_format not in FORMATS:
-        raise ValueError(f"--format={weights_format} is invalid: expected {' or '.join(FORMATS)}")
+    importers.check_format(weights_format)
     _check_empty(model_dir)
     if weights_format == "caffe":
         net = caffe.load(weights, mean_file)
