@@ -9,8 +9,8 @@ Training writes it, and evaluate, export, predict, the pictures and the weight i
     lr_state.json      validation errors per epoch       metrics.json      the final evaluation
     run.json           the data seed and the precision the run computes in
 
-The commands check a run here before TensorFlow starts, so a mistyped --model_dir fails in a
-fraction of a second; `run_dir` loads the run's network and statistics.
+Nothing here imports TensorFlow: `evaluate` checks its run, and `visualize curves` reads its
+history, before or without it. `run_dir` loads the run's network and statistics.
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ def plot_neighbours(
 def plot_curves(history: Mapping[str, np.ndarray]) -> Figure:
     """Loss, top-1/top-5 error (1 - accuracy) and learning rate against epoch, train and val.
 
-    `history` is `visualize.read_history`'s columns; missing columns are left out. Epochs are
+    `history` is `run_files.read_history`'s columns; missing columns are left out. Epochs are
     counted from 1 (Keras logs them from 0).
     """
     if "epoch" not in history or not len(history["epoch"]):
