@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
 
 from absl import app, flags
@@ -322,10 +323,14 @@ def _main(argv: list[str]) -> None:
         from alexnet_keras.training.strategies import split_logical_devices
 
         split_logical_devices(config.logical_devices)
+    from alexnet_keras.training import callbacks
     from alexnet_keras.training.trainer import run
 
+    ctrl_c = callbacks.StopOnCtrlC()
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # Not where it is ignored.
+        signal.signal(signal.SIGINT, ctrl_c.handle_sigint)
     try:
-        run(config, allow_changes=flags.FLAGS.allow_changes)
+        run(config, allow_changes=flags.FLAGS.allow_changes, callbacks=[ctrl_c])
     except KeyboardInterrupt:
         if flags.FLAGS.verbosity >= 1:
             raise

@@ -150,6 +150,27 @@ class StepCheckpoint(keras.callbacks.Callback):
         self.saved_step = step
 
 
+class StopOnCtrlC(keras.callbacks.Callback):
+    """Ctrl-C stops the run even where Python drops it: a KeyboardInterrupt raised while a
+    `__del__` method runs (TF and Keras run many during `fit`) is only printed as "Exception
+    ignored", and training went on. Installed as the SIGINT handler, `handle_sigint` remembers
+    the signal, and the next training or evaluation batch raises it again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def handle_sigint(self, signum: int, frame: object) -> None:
+        self.interrupted = True
+        raise KeyboardInterrupt
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self.interrupted:  # At a batch's beginning: no logs to wait for, no host sync.
+            raise KeyboardInterrupt
+
+    on_test_batch_begin = on_train_batch_begin
+
+
 class RestoredEpochMetrics(keras.callbacks.Callback):
     """Puts back the running metric sums of an epoch resumed midway (Keras resets them when an
     epoch begins), so the epoch's history row equals an uninterrupted run's."""
