@@ -421,7 +421,6 @@ def test_cli_imports_safetensors_and_export_works(torchvision_weights):
     assert_matches_reference(dict(served=served["probabilities"].numpy(), **run))
 
 
-@pytest.mark.slow
 def test_cli_bad_input_is_one_line_before_tensorflow_loads():
     result = run_cli("--format=onnx", "--weights=alexnet.onnx", "--model_dir=/nonexistent/run")
     assert result.returncode == 2
