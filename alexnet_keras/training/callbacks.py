@@ -175,9 +175,9 @@ class RestoredEpochMetrics(keras.callbacks.Callback):
     """Puts back the running metric sums of an epoch resumed midway (Keras resets them when an
     epoch begins), so the epoch's history row equals an uninterrupted run's."""
 
-    def __init__(self, variables: list, values: list):
+    def __init__(self, sums: list):
         super().__init__()
-        self.pending = list(zip(variables, values))
+        self.pending = list(sums)  # (variable, value) pairs: `RunState.metric_sums()`.
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         for variable, value in self.pending:

@@ -2,10 +2,11 @@
 
 Everything that shapes what comes next is in the checkpoint or a pure function of it: weights,
 momentum, the step counter (which also gives the input stream's position), the first step with a
-non-finite loss, the epoch's running metric sums (so a resumed epoch logs the same history row),
-and dropout's RNG state (Keras's seed generators are not tracked by the model's checkpoint). The
-data seed is in run.json. Checkpoints are written by `tf.train.CheckpointManager`, whose state file
-is replaced atomically after the data, so a kill mid-write leaves the previous one in force.
+non-finite loss, the epoch's running metric sums, each replica's own (so a resumed epoch logs the
+same history row, to the last bit), and dropout's RNG state (Keras's seed generators are not
+tracked by the model's checkpoint). The data seed is in run.json. Checkpoints are written by
+`tf.train.CheckpointManager`, whose state file is replaced atomically after the data, so a kill
+mid-write leaves the previous one in force.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ import tensorflow as tf
 from absl import logging
 
 CORRUPT_DIR = "corrupt"  # Unreadable checkpoints are moved here, never deleted.
+
+
+def replica_parts(variable: tf.Variable) -> tuple:
+    """A variable's per-replica components in this process (itself where it is not distributed)."""
+    return tuple(getattr(variable, "values", (variable,)))
 
 
 def counter(name: str) -> tf.Variable:
@@ -45,6 +51,16 @@ class RunState:
         self.step = counter("step")
         self.first_bad_step = counter("first_bad_step")
         self.metric_variables = [v.value for v in model.metrics_variables]
+        # Metric sums are kept per replica and saved as their total, which a restore splits
+        # evenly: the epoch's later steps then round differently (a history row 2 ulps off, seen
+        # on two replicas). So each replica's own sums are saved too (`metric_sums`).
+        self.metric_parts = [
+            tf.Variable(tf.zeros([len(replica_parts(v))], v.dtype), trainable=False,
+                        name="metric_parts", aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            for v in self.metric_variables
+        ]  # fmt: skip
+        self.exact_parts = False  # Whether the restored checkpoint held this process's parts.
+        self._replicas = tf.distribute.get_strategy().num_replicas_in_sync
         network = model.network  # The checkpoint holds the network as a run of 0.1 saved it.
         self.rng = [
             layer.seed_generator.state.value
@@ -54,6 +70,7 @@ class RunState:
         self.checkpoint = tf.train.Checkpoint(
             model=network, optimizer=model.optimizer, step=self.step,
             first_bad_step=self.first_bad_step, metrics=self.metric_variables, rng=self.rng,
+            metric_parts=self.metric_parts,
         )  # fmt: skip
         self.directory = directory
         self.max_to_keep = max_to_keep
@@ -71,7 +88,23 @@ class RunState:
         self.first_bad_step.assign(tf.where(bad, step, self.first_bad_step))
 
     def save(self, step: int) -> str:
+        for parts, variable in zip(self.metric_parts, self.metric_variables):
+            parts.assign(tf.stack([part.read_value() for part in replica_parts(variable)]))
         return self.manager.save(checkpoint_number=step)
+
+    def metric_sums(self) -> list[tuple]:
+        """(variable, value) pairs that put back the restored running metric sums: each replica's
+        own where the checkpoint holds all of them (one process's replicas), else the totals,
+        which TF splits evenly (an older checkpoint, or a chief's read by another worker): equal
+        up to rounding."""
+        pairs = []
+        for parts, variable in zip(self.metric_parts, self.metric_variables):
+            components = replica_parts(variable)
+            if self.exact_parts and len(components) == self._replicas:
+                pairs += zip(components, parts.numpy())
+            else:
+                pairs.append((variable, variable.numpy()))
+        return pairs
 
     def restore_latest(self) -> int:
         """Restores the newest readable checkpoint and returns its step (0 if there is none).
@@ -97,6 +130,8 @@ class RunState:
                         str(error).splitlines()[0], moved,
                     )  # fmt: skip
                 continue
+            names = (name for name, _ in tf.train.list_variables(path))
+            self.exact_parts = any(name.startswith("metric_parts/") for name in names)
             logging.info("Resumed from %s at step %d.", path, int(self.step.numpy()))
             return int(self.step.numpy())
         if paths:

@@ -204,7 +204,7 @@ def _run(
             f"This worker resumed {model_dir} at step {start}, the chief at another step: "
             "--model_dir must be one directory that every worker reads (a shared filesystem)."
         )
-    metric_values = [v.numpy() for v in state.metric_variables]
+    metric_sums = state.metric_sums()  # Before fit resets them.
     model.after_step = state.count_step
     steps_per_epoch = datasets.steps_per_epoch
     epoch, step_in_epoch = divmod(start, steps_per_epoch)
@@ -219,7 +219,7 @@ def _run(
     )
     callbacks = [lr_controller, cb.BadImageCounter(pipeline.bad_images()), cb.ValidationCount()]
     if step_in_epoch:  # Resumed midway: the epoch's metric sums so far.
-        callbacks.append(cb.RestoredEpochMetrics(state.metric_variables, metric_values))
+        callbacks.append(cb.RestoredEpochMetrics(metric_sums))
     callbacks.append(_async(keras.callbacks.ProgbarLogger()))
     if chief:
         callbacks += [
