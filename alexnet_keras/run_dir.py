@@ -67,7 +67,7 @@ def load_inference_model(
             f"{'; '.join(different)} (config.json: {_function_flags(config)})."
         )
     try:
-        model.load_weights(checkpoint)
+        keras_file.load_weights(model, checkpoint)
     except Exception as error:  # Keras raises ValueError, zipfile.BadZipFile, OSError, ...
         raise ValueError(
             f"Cannot load weights from checkpoint {checkpoint}: {type(error).__name__}: {error}. "

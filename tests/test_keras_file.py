@@ -4,8 +4,10 @@ directory's config.json and its file disagree (nothing silently changes the netw
 import json
 import os
 import shutil
+import tempfile
 import zipfile
 
+import numpy as np
 import pytest
 from train_helpers import CLASSES, tiny_config
 
@@ -96,3 +98,16 @@ def test_files_that_hold_no_alexnet_are_named(tmp_path):
     _edit_layer_configs(odd, lambda config: config.update(alpha=5e-3) if "alpha" in config else 0)
     with pytest.raises(ValueError, match="lrn1 is neither the paper's LRN nor Caffe's"):
         keras_file.settings(odd)
+
+
+def test_load_weights_gives_the_files_weights_bit_for_bit_and_leaves_no_copy(tmp_path):
+    """The extracted-copy loader against Keras's own reader of the same file."""
+    path = _saved(tmp_path, "saved", seed=1)
+    ours, keras_read, untouched = (build_alexnet(len(CLASSES), **SMALL, seed=2) for _ in range(3))
+    before = set(os.listdir(tempfile.gettempdir()))
+    keras_file.load_weights(ours, path)
+    assert set(os.listdir(tempfile.gettempdir())) == before
+    keras_read.load_weights(path)
+    for a, b in zip(ours.get_weights(), keras_read.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(np.any(a != b) for a, b in zip(ours.get_weights(), untouched.get_weights()))

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_keras import run_files
+from alexnet_keras import keras_file, run_files
 from alexnet_keras.config import TrainConfig
 
 
@@ -111,7 +111,7 @@ def final_metrics(
     else:
         final = os.path.join(save_dir, run_files.MODEL_FILES[config.final_checkpoint])
         if os.path.exists(final):  # Into the network the run saved (a TrainingModel's).
-            getattr(model, "network", model).load_weights(final)
+            keras_file.load_weights(getattr(model, "network", model), final)
         metrics = evaluate_model(model, dataset, split)
     metrics["checkpoint"] = config.final_checkpoint
     return metrics
