@@ -180,9 +180,9 @@ def test_mirrored_run_resumes_bit_for_bit(tmp_path, data):
 
 def test_each_replicas_running_metric_sums_come_back_exactly(tmp_path):
     """An epoch resumed midway gets each replica's own metric sums back, not their total split
-    evenly: replica sums (1, 2**24) plus (1, 0) more read 2**24 + 2 in float32 either way only
-    if restored exactly; split as (2**23, 2**23) they read 2**24 (2**24 + 1 rounds to even).
-    The mirrored resume test above ended 2 ulps off in history.csv this way, on one CPU."""
+    evenly. Replica sums (1, 2**24), then 1 more on replica 0, read 2**24 + 2 in float32; split
+    evenly as (2**23, 2**23) they would read 2**24 (2**24 + 1 rounds to even). The mirrored
+    resume test above ended 2 ulps off in history.csv this way (one intra-op thread)."""
 
     def state_of_a_mean_metric():
         with strategy.scope():
