@@ -331,8 +331,12 @@ def _main(argv: list[str]) -> None:
         signal.signal(signal.SIGINT, ctrl_c.handle_sigint)
     try:
         run(config, allow_changes=flags.FLAGS.allow_changes, callbacks=[ctrl_c])
-    except KeyboardInterrupt:
-        if flags.FLAGS.verbosity >= 1:
+    except (KeyboardInterrupt, Exception) as error:
+        # After a Ctrl-C any error is the interruption: a KeyboardInterrupt raised inside C code
+        # that called back into Python can come out as another error (seen once in the suite as
+        # "SystemError: Objects/listobject.c:338: bad argument to internal function").
+        interrupted = isinstance(error, KeyboardInterrupt) or ctrl_c.interrupted
+        if not interrupted or flags.FLAGS.verbosity >= 1:
             raise
         print(
             f"Interrupted. Run the same command again to continue from the last checkpoint in "
