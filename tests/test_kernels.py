@@ -373,9 +373,9 @@ def test_space_to_depth_conv_equals_the_strided_convolution(height, width, kerne
 @pytest.mark.parametrize(
     "size, groups, one_op",
     [
-        ((7, 7), 1, False),  # odd: the last tile half outside
-        ((6, 8), 2, False),  # even, not square, one Winograd product per column
-        ((5, 6), 2, True),  # both columns in one Winograd product (grouped_conv too)
+        ((13, 13), 1, False),  # odd: the last tile half outside
+        ((14, 16), 2, False),  # even, not square, one Winograd product per column
+        ((13, 14), 2, True),  # both columns in one Winograd product (grouped_conv too)
     ],
 )
 def test_winograd_kernel_equals_the_layer(size, groups, one_op):
@@ -395,27 +395,30 @@ def test_winograd_falls_back_to_the_direct_convolution_in_bfloat16(mixed_policy,
     if one_op:
         require_grouped_convolutions("bfloat16")
     use_dtype(mixed_policy, "bfloat16")
-    layer = built(GroupedConv2D(6, 3, padding="same", groups=2), (2, 7, 7, 4))
-    x, upstream = inputs_for(layer, (2, 7, 7, 4))
+    layer = built(GroupedConv2D(6, 3, padding="same", groups=2), (2, 13, 13, 4))
+    x, upstream = inputs_for(layer, (2, 13, 13, 4))
     chosen = {"winograd", "grouped_conv"} if one_op else {"winograd"}
     _, _, graph, _ = compare(layer, x, upstream, KernelPolicy(chosen), "bfloat16")
     assert "BatchMatMulV2" not in op_types(graph)
     assert len(convolutions(graph)) == (1 if one_op else 2)
 
 
-@pytest.mark.parametrize("padding, strides, kernel_size", [("valid", 1, 3), ("same", 2, 3)])
-def test_winograd_leaves_other_convolutions_direct(padding, strides, kernel_size):
-    layer = GroupedConv2D(6, kernel_size, strides=strides, padding=padding, groups=1)
-    built(layer, (2, 7, 7, 4))
-    x, upstream = inputs_for(layer, (2, 7, 7, 4))
+@pytest.mark.parametrize(
+    "padding, strides, size", [("valid", 1, 13), ("same", 2, 13), ("same", 1, 12)]
+)
+def test_winograd_leaves_other_convolutions_direct(padding, strides, size):
+    """Not "same" 3x3 stride 1, or maps under winograd.MIN_SIZE (13): the direct convolution."""
+    layer = GroupedConv2D(6, 3, strides=strides, padding=padding, groups=1)
+    built(layer, (2, size, size, 4))
+    x, upstream = inputs_for(layer, (2, size, size, 4))
     _, _, graph, _ = compare(layer, x, upstream, KernelPolicy({"winograd"}), "float32")
     assert "BatchMatMulV2" not in op_types(graph) and len(convolutions(graph)) == 1
 
 
 def test_winograd_runs_torchvisions_padding_1():
     """torchvision's conv3-conv5 (3x3, explicit padding 1: the same as "same") run Winograd."""
-    layer = built(GroupedConv2D(6, 3, padding=1, groups=1), (2, 7, 7, 4))
-    x, upstream = inputs_for(layer, (2, 7, 7, 4))
+    layer = built(GroupedConv2D(6, 3, padding=1, groups=1), (2, 13, 13, 4))
+    x, upstream = inputs_for(layer, (2, 13, 13, 4))
     _, _, graph, _ = compare(layer, x, upstream, KernelPolicy({"winograd"}), "float32")
     assert "BatchMatMulV2" in op_types(graph)
 

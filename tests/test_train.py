@@ -23,6 +23,7 @@ from train_helpers import (
 
 from alexnet_keras import constants
 from alexnet_keras.data import stats
+from alexnet_keras.kernels import winograd
 from alexnet_keras.run_dir import load_run
 from alexnet_keras.training import callbacks as cb
 from alexnet_keras.training import evaluation
@@ -54,23 +55,29 @@ def _assert_run_outputs(model_dir, metrics, final_step):
 
 
 @pytest.mark.slow
-def test_one_device(tmp_path):
+def test_one_device(tmp_path, monkeypatch):
     # The run trains with the kernels --kernels names (every one, whatever this CPU would pick),
-    # handed to the layers before anything is traced; dropout draws per-replica masks.
-    seen = []
+    # handed to the layers before anything is traced; dropout draws per-replica masks. At the
+    # paper's 227 px, so conv3-conv5 run on 13x13 maps, where Winograd applies (MIN_SIZE).
+    seen, winograd_maps = [], []
     record = keras.callbacks.LambdaCallback(
         on_train_begin=lambda logs: seen.extend(
             layer.name for layer in record.model.network.layers if getattr(layer, "fast_call", None)
         )
     )
-    config = tiny_config(tmp_path, epochs=2, kernels=",".join(constants.KERNELS))
+    conv3x3 = winograd.conv3x3
+    monkeypatch.setattr(
+        winograd, "conv3x3", lambda x, k: winograd_maps.append(x.shape[1:3]) or conv3x3(x, k)
+    )
+    config = tiny_config(tmp_path, epochs=2, image_size=227, kernels=",".join(constants.KERNELS))
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    metrics = run(config, strategy, tiny_datasets(steps=3), callbacks=[record])
+    metrics = run(config, strategy, tiny_datasets(steps=3, size=227), callbacks=[record])
     _assert_run_outputs(tmp_path, metrics, final_step=6)
     assert seen == [
         "conv1", "lrn1", "conv2", "lrn2", "conv3", "conv4", "conv5", "fc6", "drop6", "fc7",
         "drop7", "fc8",
     ]  # fmt: skip
+    assert len(winograd_maps) >= 3 and set(winograd_maps) == {(13, 13)}  # conv3-conv5, traced.
 
 
 @pytest.mark.slow

@@ -75,6 +75,10 @@ def test_applies_to_static_float32_3x3_convolutions_only():
     assert winograd.applies(x, kernel)
     assert winograd.applies(x, tf.zeros((3, 3, 4, 4)))  # Grouped: conv4 and conv5.
     assert not winograd.applies(x, tf.zeros((5, 5, 8, 4)))  # conv2: 5x5.
+    # Maps smaller than the paper's 13x13 stay direct (no gain measured on the demo's 3x3).
+    assert winograd.MIN_SIZE == 13
+    assert not winograd.applies(tf.zeros((128, 12, 13, 8)), kernel)
+    assert not winograd.applies(tf.zeros((128, 13, 12, 8)), kernel)
     # bfloat16 stays direct: its tiles would round each transform's sums.
     assert not winograd.applies(tf.cast(x, tf.bfloat16), tf.cast(kernel, tf.bfloat16))
 

@@ -21,12 +21,12 @@ FC_UNITS = 256
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_arrays(n=16, seed=0):
+def tiny_arrays(n=16, seed=0, size=SIZE):
     """Images whose class is visible (a bright quadrant), so a few steps can learn it."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % len(CLASSES)
-    images = rng.normal(0, 20, size=(n, SIZE, SIZE, 3)).astype(np.float32)
-    half = SIZE // 2
+    images = rng.normal(0, 20, size=(n, size, size, 3)).astype(np.float32)
+    half = size // 2
     for i, label in enumerate(labels):
         y, x = divmod(int(label), 2)
         images[i, y * half : (y + 1) * half, x * half : (x + 1) * half] += 100.0
@@ -41,8 +41,8 @@ def ten_distinct_crops(images, seed=1):
     return np.concatenate([noisy, noisy[:, :, :, ::-1]], axis=1).astype(np.float32)
 
 
-def tiny_datasets(batch=8, steps=3, ten_crop=False):
-    images, labels = tiny_arrays()
+def tiny_datasets(batch=8, steps=3, ten_crop=False, size=SIZE):
+    images, labels = tiny_arrays(size=size)
     train = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(batch)
     validation = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch)
     crops = ten_distinct_crops(images) if ten_crop else images

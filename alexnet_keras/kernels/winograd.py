@@ -31,11 +31,22 @@ def _output_rows(m: list[tf.Tensor]) -> list[tf.Tensor]:
     return [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
 
 
+# The smallest maps Winograd runs on: the paper's conv3-conv5 (13x13 at 227 px), where it
+# measured 1.11x on a Zen 2 EPYC. On the 3x3 maps of 67 px inputs (the demo) it measured 0.991,
+# and its XLA compiles added 4-6 s to each small training process (BUILD_NOTES, "Kernels").
+MIN_SIZE = 13
+
+
 def applies(x: tf.Tensor, kernel: tf.Tensor) -> bool:
-    """Whether `conv3x3` can run this convolution: a 3x3 kernel on a float32 input of static
-    shape (XLA compiles per shape; a serving signature's batch is not static). bfloat16 stays
-    direct: its tiles would round each transform's sums."""
-    return kernel.shape[:2] == (3, 3) and x.shape.is_fully_defined() and x.dtype == tf.float32
+    """Whether `conv3x3` runs this convolution: a 3x3 kernel on a float32 input of static shape
+    (XLA compiles per shape; a serving signature's batch is not static) whose maps are at least
+    MIN_SIZE. bfloat16 stays direct: its tiles would round each transform's sums."""
+    return (
+        kernel.shape[:2] == (3, 3)
+        and x.shape.is_fully_defined()
+        and x.dtype == tf.float32
+        and min(x.shape[1], x.shape[2]) >= MIN_SIZE
+    )
 
 
 def conv3x3(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
