@@ -12,7 +12,7 @@ Kernels (BUILD_NOTES keeps the measured gain of each on the CPUs where it runs):
     portable_lrn          LRN's forward in plain TF ops: CPU and GPU kernels, no JIT (serving)
     grouped_conv          all columns of a convolution as one grouped op (oneDNN)
     conv1_space_to_depth  bfloat16 conv1 as a stride-1 convolution of space_to_depth(x)
-    winograd              float32 conv3-conv5 by Winograd F(2x2, 3x3)
+    winograd              float32 conv3-conv5 by Winograd F(2x2, 3x3), on maps of 13x13 and up
     bias_add              biases added by BiasAdd ops (fused into the conv or matmul)
 """
 
