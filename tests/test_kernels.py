@@ -44,14 +44,22 @@ def use_dtype(mixed_policy, dtype):
     mixed_policy("float32" if dtype == "float32" else "mixed_bfloat16")
 
 
-def require_grouped_convolutions(dtype):
-    """Skips where TF runs no grouped convolution as one op in `dtype` (the policy never picks
-    a kernel that needs one there)."""
-    if not conv_kernels.runs_grouped_convolutions(dtype):
-        pytest.skip(
-            f"kernels.conv.runs_grouped_convolutions({dtype!r}) is False: TF runs no grouped "
-            f"{dtype} convolution as one op on this CPU, so no policy uses one here"
-        )
+def refused_on_this_cpu(dtype, chosen):
+    """Whether `--kernels` refuses `chosen` in `dtype` on this CPU, checked either way: accepted
+    unless one is in `kernels.unfit_kernels` (TF runs it wrong or not at all here), else refused
+    in one line naming it. A test that cannot run a refused kernel ends there: the refusal is
+    this CPU's path (AVX2-only CPUs in bfloat16)."""
+    host = Host.this_machine(dtype)
+    flag = ",".join(name for name in constants.KERNELS if name in chosen)
+    unfit = [name for name in constants.KERNELS if name in chosen and name in
+             kernels.unfit_kernels(host, dtype)]  # fmt: skip
+    if not unfit:
+        assert kernels.resolve(flag, dtype, host) == KernelPolicy(chosen)
+        return False
+    pattern = rf"^--kernels={flag} is invalid on this machine in {dtype}: {unfit[0]} [^\n]*$"
+    with pytest.raises(ValueError, match=pattern):
+        kernels.resolve(flag, dtype, host)
+    return True
 
 
 def container(*layers):
@@ -168,8 +176,9 @@ LRN_CONSTANTS = {  # depth_radius, k, alpha, beta
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("form", list(LRN_CONSTANTS))
 def test_lrn_kernel_equals_the_layer(mixed_policy, dtype, groups, relu, form):
-    if groups > 1:  # The band convolution of two columns is a grouped convolution.
-        require_grouped_convolutions(dtype)
+    """On every CPU: the band convolution of two columns is grouped, but forward only (its
+    gradient is written out as another forward band convolution), which TF runs everywhere."""
+    assert not refused_on_this_cpu(dtype, {"lrn"})
     use_dtype(mixed_policy, dtype)
     depth_radius, k, alpha, beta = LRN_CONSTANTS[form]
     layer = LocalResponseNormalization(depth_radius, k, alpha, beta, groups=groups, relu=relu)
@@ -212,7 +221,6 @@ def test_portable_lrn_kernel_equals_the_layer(mixed_policy, dtype, groups, relu,
 def test_lrn_kernel_is_the_paper_formula():
     """The kernel against the formula of Sec. 3.3 evaluated in NumPy (float64), not only
     against the layer."""
-    require_grouped_convolutions("float32")
     rng = np.random.default_rng(3)
     a = rng.normal(0, 100, (2, 2, 3, 8)).astype(np.float32)
     layer = LocalResponseNormalization(groups=2)
@@ -242,8 +250,9 @@ CONV_GEOMETRIES = [  # padding, strides
 def test_grouped_conv_kernel_is_one_convolution(
     mixed_policy, dtype, groups, split_input, padding, strides
 ):
-    if dtype == "bfloat16" or (groups > 1 and split_input):
-        require_grouped_convolutions(dtype)
+    needs_grouped_op = groups > 1 and split_input  # Else one ordinary convolution.
+    if refused_on_this_cpu(dtype, {"grouped_conv"}) and needs_grouped_op:
+        return
     use_dtype(mixed_policy, dtype)
     layer = GroupedConv2D(
         6, 3, strides=strides, padding=padding, groups=groups, split_input=split_input,
@@ -281,7 +290,8 @@ def test_bias_add_kernel(mixed_policy, dtype, make_layer, shape):
 
 
 def test_grouped_conv_kernel_without_bias():
-    require_grouped_convolutions("float32")
+    if refused_on_this_cpu("float32", {"grouped_conv"}):
+        return
     layer = built(GroupedConv2D(6, 3, groups=2, use_bias=False), (2, 6, 6, 4))
     x, upstream = inputs_for(layer, (2, 6, 6, 4))
     _, _, graph, _ = compare(layer, x, upstream, KernelPolicy({"grouped_conv"}), "float32")
@@ -392,8 +402,8 @@ def test_winograd_kernel_equals_the_layer(size, groups, one_op):
 
 @pytest.mark.parametrize("one_op", [False, True])
 def test_winograd_falls_back_to_the_direct_convolution_in_bfloat16(mixed_policy, one_op):
-    if one_op:
-        require_grouped_convolutions("bfloat16")
+    if refused_on_this_cpu("bfloat16", {"winograd", "grouped_conv"} if one_op else {"winograd"}):
+        return
     use_dtype(mixed_policy, "bfloat16")
     layer = built(GroupedConv2D(6, 3, padding="same", groups=2), (2, 13, 13, 4))
     x, upstream = inputs_for(layer, (2, 13, 13, 4))
@@ -426,8 +436,8 @@ def test_winograd_runs_torchvisions_padding_1():
 # Bias gradients ---------------------------------------------------------------------------------
 
 BIAS_CASES = {  # layer, input shape, kernels: every kernel path that adds the bias itself
-    # BiasAdd in bfloat16: the policy picks it only where oneDNN runs bfloat16 convolutions
-    # (its fused bias gradients sum in float32), which these cases require.
+    # BiasAdd and grouped_conv in bfloat16: accepted only where oneDNN runs bfloat16
+    # convolutions (its fused bias gradients sum in float32); elsewhere the case checks the refusal.
     "conv, grouped_conv and bias_add": (
         lambda: GroupedConv2D(4, 3, padding="same", groups=2, activation="relu"),
         (4, 32, 32, 4),
@@ -463,12 +473,26 @@ def test_bias_gradients_are_summed_in_float32(mixed_policy, case):
     position (conv1: 128 x 55 x 55 terms). The reference's (the gradient of `y + b`, TF's Sum)
     accumulates in float32; a bfloat16 accumulator stops growing once its sum passes ~256."""
     make_layer, shape, chosen = BIAS_CASES[case]
-    if chosen & {"grouped_conv", "bias_add"}:
-        require_grouped_convolutions("bfloat16")
+    if refused_on_this_cpu("bfloat16", chosen):
+        return  # See the next test.
     use_dtype(mixed_policy, "bfloat16")
     layer = built(make_layer(), shape, stddev=0.05)
     x, upstream = inputs_for(layer, shape, upstream_mean=1.0)  # A loss pushing the biases one way.
     compare(layer, x, upstream, KernelPolicy(chosen), "bfloat16")
+
+
+def test_bias_add_in_bfloat16_is_refused_exactly_where_its_bias_gradient_is_wrong(mixed_policy):
+    """Where oneDNN takes no bfloat16 (AVX2-only CPUs), TF's own fused bias gradient sums in
+    bfloat16 (4,096 terms near 1 come to ~1,000): `--kernels` refuses bias_add there. Where
+    oneDNN does, the gradient is the reference's and bias_add is accepted."""
+    use_dtype(mixed_policy, "bfloat16")
+    layer = built(GroupedConv2D(4, 3, padding="same", groups=1), (4, 32, 32, 4), stddev=0.05)
+    x, upstream = inputs_for(layer, (4, 32, 32, 4), upstream_mean=1.0)
+    [*_, want], _ = traced_step(layer, x, upstream, KernelPolicy())
+    [*_, got], _ = traced_step(layer, x, upstream, KernelPolicy({"bias_add"}))
+    assert "bias" in layer.trainable_weights[-1].path and float(tf.reduce_min(want)) > 3000
+    wrong = not np.allclose(got, want, rtol=0.05)
+    assert wrong == refused_on_this_cpu("bfloat16", {"bias_add"})
 
 
 # The host rule ----------------------------------------------------------------------------------
@@ -516,6 +540,37 @@ def test_host_kernels_on_made_up_hosts(host_name, dtype):
     assert kernels.host_kernels(host, dtype) == expected
     assert kernels.resolve("auto", dtype, host) == KernelPolicy(expected)
     assert kernels.resolve("reference", dtype, host) == KernelPolicy()
+    assert not expected & set(kernels.unfit_kernels(host, dtype))
+
+
+NO_GROUPED_OP = ({"grouped_conv"}, {"grouped_conv", "bias_add"})
+UNFIT = {  # host name: the kernels refused in (float32, bfloat16)
+    "AMX Xeon": (set(), set()),
+    "AVX512-BF16 Zen 4": (set(), set()),
+    "AVX2 Zen 2": (set(), {"grouped_conv", "bias_add"}),
+    "GPU host": (set(), set()),
+    "AVX2 GPU host": (set(), set()),  # The GPU runs the training step.
+    "empty cpuinfo": NO_GROUPED_OP,
+    "AMX, no grouped convolutions": NO_GROUPED_OP,
+    "AVX2, no grouped convolutions": NO_GROUPED_OP,
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("host_name", list(HOSTS))
+def test_kernels_refused_on_made_up_hosts(host_name, dtype):
+    """Each kernel alone: accepted, or refused in one line naming it and why."""
+    text, gpus, grouped, _ = HOSTS[host_name]
+    index = DTYPES.index(dtype)
+    host, unfit = Host(cpu.flags(text), gpus, grouped[index]), UNFIT[host_name][index]
+    assert set(kernels.unfit_kernels(host, dtype)) == unfit
+    for name in constants.KERNELS:
+        if name in unfit:
+            with pytest.raises(ValueError, match=rf"^--kernels=lrn,{name} is invalid on this "
+                               rf"machine in {dtype}: {name} [^\n]+\. Leave it out"):  # fmt: skip
+                kernels.resolve(f"lrn,{name}", dtype, host)
+        else:
+            assert kernels.resolve(name, dtype, host) == KernelPolicy({name})
 
 
 def test_made_up_hosts_read_as_their_cpus():
@@ -630,9 +685,7 @@ def test_kernels_are_chosen_once_never_while_tracing(mixed_policy, monkeypatch, 
     """After `apply`, tracing and running the model (forward and backward) asks nothing of the
     host: its cpuinfo, the grouped convolution probe and `Host` all raise."""
     use_dtype(mixed_policy, dtype)
-    chosen = set(constants.KERNELS)
-    if not conv_kernels.runs_grouped_convolutions(dtype):
-        chosen -= {"grouped_conv", "lrn"}  # As the host rule: these need a grouped op.
+    chosen = set(constants.KERNELS) - set(kernels.unfit_kernels(Host.this_machine(dtype), dtype))
     model = build_alexnet(10, (67, 67, 3), seed=0, kernel_initializer="he_normal")
     kernels.apply(model, KernelPolicy(chosen))
 

@@ -100,12 +100,37 @@ def host_kernels(host: Host, compute_dtype: str) -> frozenset[str]:
 
 
 def resolve(kernels: str, compute_dtype: str, host: Host | None = None) -> KernelPolicy:
-    """The policy of `--kernels` (auto, reference, or a comma-separated list) on `host`."""
+    """The policy of `--kernels` (auto, reference, or a comma-separated list) on `host`; a list
+    naming a kernel that `host` runs wrong or not at all in this dtype is refused, naming it."""
     if kernels == "reference":
         return KernelPolicy()
+    host = host or Host.this_machine(compute_dtype)
     if kernels == "auto":
-        return KernelPolicy(host_kernels(host or Host.this_machine(compute_dtype), compute_dtype))
-    return KernelPolicy(frozenset(name for name in kernels.split(",") if name))
+        return KernelPolicy(host_kernels(host, compute_dtype))
+    policy = KernelPolicy(frozenset(name for name in kernels.split(",") if name))
+    unfit = unfit_kernels(host, compute_dtype)
+    for name in (k for k in KERNELS if k in policy.kernels and k in unfit):
+        raise ValueError(
+            f"--kernels={kernels} is invalid on this machine in {compute_dtype}: {name} "
+            f"{unfit[name]}. Leave it out, or use --kernels=auto."
+        )
+    return policy
+
+
+def unfit_kernels(host: Host, compute_dtype: str) -> dict[str, str]:
+    """Kernels TF's own CPU kernels run wrong or not at all, with why: on a CPU without GPUs
+    whose grouped convolutions in this dtype are not one op (oneDNN does not take the dtype)."""
+    if host.gpus or host.grouped_convolutions:
+        return {}
+    unfit = {
+        "grouped_conv": "needs the gradient of a grouped convolution, which TF runs on a CPU "
+        "only in oneDNN (bfloat16: CPUs with AVX-512 or AMX)"
+    }
+    if compute_dtype == "bfloat16":  # oneDNN's fused bias gradients sum in float32.
+        unfit["bias_add"] = (
+            "would sum the bias gradients in bfloat16 (TF's own BiasAddGrad: 512 ones sum to 256)"
+        )
+    return unfit
 
 
 def apply(model: keras.Model, policy: KernelPolicy) -> None:
