@@ -104,15 +104,15 @@ def resolve(kernels: str, compute_dtype: str, host: Host | None = None) -> Kerne
     naming a kernel that `host` runs wrong or not at all in this dtype is refused, naming it."""
     if kernels == "reference":
         return KernelPolicy()
-    host = host or Host.this_machine(compute_dtype)
     if kernels == "auto":
-        return KernelPolicy(host_kernels(host, compute_dtype))
+        return KernelPolicy(host_kernels(host or Host.this_machine(compute_dtype), compute_dtype))
     policy = KernelPolicy(frozenset(name for name in kernels.split(",") if name))
-    unfit = unfit_kernels(host, compute_dtype)
-    for name in (k for k in KERNELS if k in policy.kernels and k in unfit):
+    unfit = unfit_kernels(host or Host.this_machine(compute_dtype), compute_dtype)
+    refused = [name for name in KERNELS if name in policy.kernels and name in unfit]
+    if refused:
         raise ValueError(
-            f"--kernels={kernels} is invalid on this machine in {compute_dtype}: {name} "
-            f"{unfit[name]}. Leave it out, or use --kernels=auto."
+            f"--kernels={kernels} is invalid on this machine in {compute_dtype}: {refused[0]} "
+            f"{unfit[refused[0]]}. Leave it out, or use --kernels=auto."
         )
     return policy
 
