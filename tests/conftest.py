@@ -11,6 +11,7 @@ they are done with (a full-size run directory is 0.3-1.5 GB), except those of fa
 import importlib.util
 import os
 import shutil
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -26,9 +27,14 @@ _spec = importlib.util.spec_from_file_location(
 )
 _spec.loader.exec_module(importlib.util.module_from_spec(_spec))
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-import alexnet_keras  # noqa: E402, F401  Before TensorFlow: the oneDNN default every command has.
+# Before TensorFlow, as in every command: where TF does not turn oneDNN on by itself (AVX2-only
+# CPUs) the package does, and warns if TF came first. Here that is an error: this process's tests
+# and the header's kernel choices must see the kernels the commands run.
+with warnings.catch_warnings():
+    warnings.simplefilter("error", RuntimeWarning)
+    import alexnet_keras  # noqa: E402, F401
+import tensorflow as tf  # noqa: E402
 
 _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
