@@ -324,3 +324,14 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
     monkeypatch.setattr(cpu, "has_native_bfloat16", lambda: False)
     assert trainer.resolve_precision("auto") == "none"
     assert trainer.resolve_precision("float16") == "float16"
+
+
+@pytest.mark.parametrize("mixed", ["float16", "bfloat16", "none"])
+def test_float16_without_a_gpu_warns_that_its_sums_come_out_short(mixed_policy, capsys, mixed):
+    """One printed line for float16 on a machine without GPUs (TF's CPU kernels sum float16 in
+    float16: BUILD_NOTES, "Training"), none otherwise. `mixed_policy` restores float32."""
+    from alexnet_keras.training import precision
+
+    precision.set_precision(mixed)
+    warns = mixed == "float16" and not tf.config.list_physical_devices("GPU")
+    assert capsys.readouterr().out.splitlines() == ([precision.FLOAT16_ON_CPU] if warns else [])

@@ -29,8 +29,21 @@ def resolve_precision(mixed_precision: str) -> str:
     return "bfloat16" if native else "none"
 
 
+# TF's CPU kernels sum float16 in float16 (GPUs accumulate in float32): a bias gradient, summed
+# over the batch and every position, stops growing at 2048 times its terms.
+FLOAT16_ON_CPU = (
+    "Warning: --mixed_precision=float16 with no GPU: TF's CPU kernels sum float16 in float16 "
+    "(4,096 ones sum to 2,048), so bias gradients come out short. float16 is for GPUs; on a "
+    "CPU use --mixed_precision=bfloat16 or none."
+)
+
+
 def set_precision(mixed_precision: str) -> None:
+    """Keras's global policy for `--mixed_precision`; float16 without a GPU says what it costs."""
     policy = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
     resolved = resolve_precision(mixed_precision)
     logging.info("--mixed_precision=%s: computing in %s.", mixed_precision, policy[resolved])
+    if resolved == "float16" and not tf.config.list_physical_devices("GPU"):
+        print(FLOAT16_ON_CPU)
+        logging.warning(FLOAT16_ON_CPU)
     keras.mixed_precision.set_global_policy(policy[resolved])
