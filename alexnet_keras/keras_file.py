@@ -4,16 +4,19 @@ A run directory records its settings in config.json; a `.keras` file carries the
 configs. Export, evaluation and fine-tuning read them from the file itself, so a file on its own
 loses nothing (Caffe's LRN, an input scale, the dropout form), and compare the file with the
 network they rebuild, so a config.json that disagrees with its file is refused, not served.
+The files this project writes (`save`) also hold their run's config.json, class_names.json and
+stats.json, so a file copied out of its run exports with the run's preprocessing and labels.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 import zipfile
 
-from alexnet_keras import constants
+from alexnet_keras import constants, run_files
 
 # Layer config entries that do not change what the layer computes.
 _NOT_THE_FUNCTION = {
@@ -28,7 +31,33 @@ _NOT_THE_FUNCTION = {
 _DEFAULTS = {"ColumnDropout": {"form": "inverted"}}  # Files saved before the entry existed.
 _WEIGHTS = "model.weights.h5"  # Where a .keras file keeps its weights (Keras's layout).
 
+_RUN = "alexnet_keras/"  # Where a .keras file written by `save` keeps its run's files.
+RUN_FILES = (run_files.CONFIG_FILE, run_files.CLASS_NAMES_FILE, run_files.STATS_FILE)
+
 LayerConfigs = dict[str, tuple[str, dict]]  # Layer name -> (class name, config).
+
+
+def save(model: object, path: str, model_dir: str) -> None:
+    """`model.save(path)` atomically, with the RUN_FILES of `model_dir` inside (those it has: a
+    multi-worker run's other workers save into directories without them). Keras ignores them."""
+    tmp = path + ".tmp.keras"
+    model.save(tmp)
+    with zipfile.ZipFile(tmp, "a") as archive:
+        for name in RUN_FILES:
+            if os.path.isfile(os.path.join(model_dir, name)):
+                archive.write(os.path.join(model_dir, name), _RUN + name)
+    os.replace(tmp, path)
+
+
+def run_file(path: str, name: str) -> str | None:
+    """The text of the run file `name` (one of RUN_FILES) saved inside `path`; None if absent."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.read(_RUN + name).decode()
+    except KeyError:
+        return None
+    except (OSError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} is not a readable .keras model file: {error}") from None
 
 
 def load_weights(model: object, path: str) -> None:

@@ -4,6 +4,8 @@ import dataclasses
 import io
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -26,7 +28,7 @@ from PIL import Image
 from tensorflow_serving.config import model_server_config_pb2
 from train_helpers import CLASSES, REPO, SIZE, tiny_arrays, tiny_config, tiny_datasets
 
-from alexnet_keras import cpu, run_files
+from alexnet_keras import cpu, keras_file, run_files
 from alexnet_keras.data import pipeline
 from alexnet_keras.run_dir import load_inference_model, load_stats
 from alexnet_keras.serving import export, warmup
@@ -591,6 +593,22 @@ def test_crash_mid_export_leaves_nothing_and_versions_count_up(tmp_path, monkeyp
     assert sorted(os.listdir(base / "alexnet")) == ["1", "2"]
     with pytest.raises(FileExistsError, match="already exists"):
         export.export_saved_model(source, str(base), version=2, write_warmup=False)
+
+
+def test_a_runs_keras_files_carry_its_run_files(trained, tmp_path):
+    """best.keras and last.keras hold the run's config.json, class_names.json and stats.json
+    byte for byte, so either file copied out of its run resolves to the run's own source."""
+    model_dir = trained[0]
+    for checkpoint in ("best", "last"):
+        path = run_files.model_file(model_dir, checkpoint)
+        for name in keras_file.RUN_FILES:
+            with open(os.path.join(model_dir, name)) as f:
+                assert keras_file.run_file(path, name) == f.read(), (checkpoint, name)
+    alone = str(tmp_path / "copied.keras")
+    shutil.copyfile(run_files.model_file(model_dir), alone)
+    ours, theirs = export.resolve_source(model_dir), export.resolve_source(keras_file=alone)
+    assert theirs.config == ours.config
+    assert (theirs.class_names, theirs.stats) == (ours.class_names, ours.stats)
 
 
 def test_keras_file_and_ten_crop_export(tmp_path):

@@ -173,27 +173,33 @@ def torchvision_input(rgb):
 def served_probabilities(model_dir, tmp_path, images, alone=False):
     """`predict_images` of the export of `model_dir` (no warmup file, for speed), which a stock
     TF Serving loads. With `alone`, also exported from its best.keras copied out of the run
-    directory (with its class names and mean, as --class_names and --stats_file): the same
-    probabilities, to 1e-6, so nothing (Caffe's LRN, torchvision's net) is lost on the way."""
+    directory with no flags: the same probabilities (`predict_images`, and `serving_default` on a
+    non-square JPEG, which resizes as the run did) and labels, to 1e-6, so nothing (Caffe's LRN,
+    torchvision's net and resize size, the run's mean and class names) is lost on the way."""
     source = export.resolve_source(model_dir)
     result = export.export_saved_model(source, str(tmp_path), "imported", write_warmup=False)
     saved_model_checks.assert_servable(result.path)
-    served = tf.saved_model.load(result.path).signatures["predict_images"](images=images)
+    served = tf.saved_model.load(result.path).signatures
+    outputs = served["predict_images"](images=images)
     if alone:
         keras_file = os.path.join(tmp_path, "alone", "model.keras")
         os.makedirs(os.path.dirname(keras_file))
         shutil.copyfile(run_files.model_file(model_dir), keras_file)
-        source = export.resolve_source(
-            keras_file=keras_file, class_names=list(run_files.load_class_names(model_dir)),
-            stats_file=os.path.join(model_dir, run_files.STATS_FILE),
-        )  # fmt: skip
-        assert source.config.lrn_form == run_files.load_config(model_dir).lrn_form
+        source = export.resolve_source(keras_file=keras_file)
+        assert source.config == run_files.load_config(model_dir)
         alone = export.export_saved_model(source, str(tmp_path), "alone", write_warmup=False)
-        by_file = tf.saved_model.load(alone.path).signatures["predict_images"](images=images)
-        np.testing.assert_allclose(
-            by_file["probabilities"].numpy(), served["probabilities"].numpy(), rtol=0, atol=1e-6
-        )
-    return served
+        saved_model_checks.assert_servable(alone.path)
+        by_file = tf.saved_model.load(alone.path).signatures
+        pixels = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+        jpeg = tf.io.encode_jpeg(pixels).numpy()
+        calls = {"predict_images": dict(images=images), "serving_default": dict(image_bytes=[jpeg])}
+        for name, inputs in calls.items():
+            ours, theirs = served[name](**inputs), by_file[name](**inputs)
+            np.testing.assert_allclose(
+                theirs["probabilities"].numpy(), ours["probabilities"].numpy(), rtol=0, atol=1e-6
+            )
+            np.testing.assert_array_equal(theirs["top_k_labels"], ours["top_k_labels"])
+    return outputs
 
 
 def random_crops(seed, size):
@@ -253,7 +259,7 @@ def caffe_v2(tmp_path_factory):
     names_file.write_text("".join(f"{name}\n" for name in names))
     model_dir = str(tmp / "run")
     run_writer.import_weights("caffe", str(weights), model_dir, str(mean_file), str(names_file))
-    served = served_probabilities(model_dir, tmp / "exports", images)
+    served = served_probabilities(model_dir, tmp / "exports", images, alone=True)
     return dict(
         model_dir=model_dir,
         weights=weights,

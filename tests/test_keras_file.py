@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import zipfile
 
+import keras
 import numpy as np
 import pytest
 from train_helpers import CLASSES, tiny_config
@@ -111,3 +112,26 @@ def test_load_weights_gives_the_files_weights_bit_for_bit_and_leaves_no_copy(tmp
     for a, b in zip(ours.get_weights(), keras_read.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert any(np.any(a != b) for a, b in zip(ours.get_weights(), untouched.get_weights()))
+
+
+def test_save_puts_the_run_files_inside_and_keras_still_loads_the_file(tmp_path):
+    """`keras_file.save` adds the run files the directory has (a multi-worker run's other
+    workers have none), atomically; Keras loads the file as ever; plain files have none."""
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    texts = {"config.json": '{"image_size": 67}', "class_names.json": json.dumps(list(CLASSES))}
+    for name, text in texts.items():
+        (model_dir / name).write_text(text)
+    model = build_alexnet(len(CLASSES), **SMALL)
+    path = str(tmp_path / "best.keras")
+    keras_file.save(model, path, str(model_dir))
+    assert sorted(os.listdir(tmp_path)) == ["best.keras", "run"]  # No temporary file left.
+    for name in keras_file.RUN_FILES:
+        assert keras_file.run_file(path, name) == texts.get(name), name
+    loaded = keras.saving.load_model(path, compile=False)
+    for ours, theirs in zip(model.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    plain = _saved(tmp_path, "plain")
+    assert keras_file.run_file(plain, "config.json") is None
+    with pytest.raises(ValueError, match="not a readable .keras model file"):
+        keras_file.run_file(str(model_dir / "config.json"), "config.json")

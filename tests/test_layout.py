@@ -26,7 +26,7 @@ ALLOWED = {
     "filter_grid": set(),
     "layers": {"constants"},  # Reference layers: keras.ops only, no machine facts.
     "kernels": {"constants", "cpu", "layers"},
-    "keras_file": {"constants"},
+    "keras_file": {"constants", "run_files"},  # Run files travel inside the .keras files.
     "data": {"constants"},
     "model": {"constants", "config", "layers", "kernels"},  # kernels only when a policy is given.
     "flops": {"layers"},
@@ -45,7 +45,16 @@ ALLOWED = {
         "run_dir",
         "filter_grid",
     },  # fmt: skip
-    "importers": {"constants", "config", "layers", "data", "model", "run_files", "run_dir"},
+    "importers": {
+        "constants",
+        "config",
+        "layers",
+        "keras_file",
+        "data",
+        "model",
+        "run_files",
+        "run_dir",
+    },  # fmt: skip
     "serving": {
         "constants",
         "config",

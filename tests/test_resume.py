@@ -105,7 +105,7 @@ def test_ctrl_c_says_how_to_resume_and_keeps_the_checkpoints(tmp_path, data):
 # into Python once turned it (the Ctrl-C test failed once that way, exit 1 with a traceback).
 _CTRL_C_AT_THE_FIRST_EPOCH_END = """
 import runpy, signal, sys
-from alexnet_keras.training import callbacks
+from alexnet_keras import keras_file
 
 how = sys.argv.pop(1)
 
@@ -121,13 +121,13 @@ def converted():
     except KeyboardInterrupt:
         raise SystemError("Objects/listobject.c:338: bad argument to internal function") from None
 
-save = callbacks._save_model_atomically
+save = keras_file.save
 
-def save_then_interrupt(model, path):
-    save(model, path)
+def save_then_interrupt(model, path, model_dir):
+    save(model, path, model_dir)
     Collected() if how == "dropped" else converted()
 
-callbacks._save_model_atomically = save_then_interrupt
+keras_file.save = save_then_interrupt
 sys.argv[0] = "alexnet_keras.train"
 runpy.run_module("alexnet_keras.train", run_name="__main__")
 """

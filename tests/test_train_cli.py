@@ -171,23 +171,36 @@ def _checkpoint_step(model_dir):
     return int(path.rsplit("-", 1)[1]) if path else None
 
 
-# The training command with one test-only addition: every model file the run saves (the chief
+# The training command with two test-only additions: every model file the run saves (the chief
 # into --model_dir, another worker into its throwaway directory, which it deletes at the end) is
-# also copied to $KEEP_DIR, so the test can compare what each worker trained.
+# also copied to $KEEP_DIR, so the test can compare what each worker trained; and each dropout
+# layer writes there the cluster-wide replica index its masks are drawn for.
 _TRAIN_KEEPING_SAVED_MODELS = textwrap.dedent("""
     import os, shutil, sys
     from alexnet_keras.cli.train import main
-    from alexnet_keras.training import callbacks
+    from alexnet_keras import keras_file
+    from alexnet_keras.training import training_model
+    import tensorflow as tf
 
-    save = callbacks._save_model_atomically
+    per_replica_dropout = training_model.per_replica_dropout
+    replicas = "file://" + os.path.join(os.environ["KEEP_DIR"], "dropout_replicas.txt")
 
-    def save_and_keep(model, path):
-        save(model, path)
+    def recording_dropout(layer, inputs, training=False):
+        if training:
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            tf.print(layer.name, replica, output_stream=replicas)
+        return per_replica_dropout(layer, inputs, training)
+
+    training_model.per_replica_dropout = recording_dropout
+    save = keras_file.save
+
+    def save_and_keep(model, path, model_dir):
+        save(model, path, model_dir)
         shutil.copyfile(path, os.path.join(os.environ["KEEP_DIR"], os.path.basename(path)))
         with open(os.path.join(os.environ["KEEP_DIR"], "saved_from.txt"), "a") as f:
             f.write(os.path.dirname(os.path.abspath(path)) + "\\n")
 
-    callbacks._save_model_atomically = save_and_keep
+    keras_file.save = save_and_keep
     sys.argv[0] = "alexnet_keras.train"
     main()
 """)

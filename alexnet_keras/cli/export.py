@@ -2,7 +2,8 @@
 
     python tools/export.py                 # runs/alexnet (best.keras) -> exports/alexnet/<next>
     python tools/export.py --model_dir=runs/fmnist --checkpoint=last --version=3 --ten_crop
-    python tools/export.py --keras_file=model.keras --class_names=names.txt --stats_file=s.json
+    python tools/export.py --keras_file=best.keras   # copied out of its run: its files are inside
+    python tools/export.py --keras_file=other.keras --class_names=names.txt --stats_file=s.json
 
 Takes ~10 s for a 1000-class model on 2 CPU cores. Prints the version directory written and the
 exact commands that serve it (docker and tensorflow_model_server).
@@ -25,7 +26,12 @@ def define_flags() -> None:
         f"Training run directory (default: {DEFAULT_MODEL_DIR}, what "
         "`alexnet_keras.train --flagfile=flags.txt` writes).",
     )
-    flags.DEFINE_string("keras_file", None, "Export this .keras file instead of a run directory.")
+    flags.DEFINE_string(
+        "keras_file",
+        None,
+        "Export this .keras file instead of a run directory (its run's config, class names and "
+        "stats are inside the files training and the importers write).",
+    )
     flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint of --model_dir.")
     flags.DEFINE_string(
         "class_names", None, "Class names (.json list or one per line); default: the run's."

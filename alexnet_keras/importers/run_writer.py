@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 import alexnet_keras
-from alexnet_keras import importers, run_files
+from alexnet_keras import importers, keras_file, run_files
 from alexnet_keras.config import TrainConfig
 from alexnet_keras.data import labels
 from alexnet_keras.data import stats as stats_lib
@@ -126,7 +126,7 @@ def write_run_dir(
         _write_json(os.path.join(tmp, run_files.CLASS_NAMES_FILE), list(class_names))
         stats_lib.save_stats(data_stats, os.path.join(tmp, run_files.STATS_FILE))
         best = os.path.join(tmp, run_files.BEST_FILE)
-        model.save(best)
+        keras_file.save(model, best, tmp)
         # The same network twice: a copy, not a second save (or a link that a later save into
         # one of them would overwrite in both).
         shutil.copyfile(best, os.path.join(tmp, run_files.LAST_FILE))

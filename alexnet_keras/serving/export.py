@@ -91,12 +91,14 @@ def resolve_source(
 ) -> ExportSource:
     """Finds the checkpoint, config, class names and stats of a run directory or `.keras` file.
 
-    With `keras_file`, the config, class names and stats come from files next to it (as in a run
-    directory) when present; else the architecture is read from the file, class names from
-    `class_names` (a list, or a .json/.txt file) and stats from `stats_file` (default ImageNet).
+    With `keras_file`, the config, class names and stats come from the run files saved inside it
+    (`keras_file.save`), else from files next to it (as in a run directory); else the network's
+    settings are read from its layers, class names from `class_names` (a list, or a .json/.txt
+    file) and stats from `stats_file` (default ImageNet). `class_names` and `stats_file` win.
     """
     if (model_dir is None) == (keras_file is None):
         raise ValueError("Pass exactly one of --model_dir and --keras_file.")
+    inside = {}
     if model_dir is not None:
         path = run_files.model_file(model_dir, checkpoint)
         directory = model_dir
@@ -105,7 +107,13 @@ def resolve_source(
         path, directory = keras_file, os.path.dirname(os.path.abspath(keras_file))
         if not os.path.isfile(path):
             raise FileNotFoundError(f"--keras_file={path} does not exist.")
-        if os.path.exists(os.path.join(directory, run_files.CONFIG_FILE)):
+        inside = _run_files_inside(path)
+        if run_files.CONFIG_FILE in inside:
+            try:
+                config = TrainConfig.from_json(inside[run_files.CONFIG_FILE])
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"--keras_file={path}: its config.json: {error}") from None
+        elif os.path.exists(os.path.join(directory, run_files.CONFIG_FILE)):
             config = run_files.load_config(directory)
         else:  # Everything that decides the network's function, read from the file itself.
             try:
@@ -121,6 +129,8 @@ def resolve_source(
         raise FileNotFoundError(
             f"Checkpoint {path} does not exist (--checkpoint={checkpoint}). {hint}"
         )
+    if class_names is None and run_files.CLASS_NAMES_FILE in inside:
+        class_names = json.loads(inside[run_files.CLASS_NAMES_FILE])
     if class_names is None:
         names_file = os.path.join(directory, run_files.CLASS_NAMES_FILE)
         if not os.path.exists(names_file):
@@ -131,11 +141,21 @@ def resolve_source(
     if isinstance(class_names, str):
         class_names = _read_class_names(class_names)
     sibling_stats = os.path.join(directory, run_files.STATS_FILE)
-    if stats_file is None and os.path.exists(sibling_stats):
-        stats_file = sibling_stats
-    if stats_file is None:
-        logging.warning("No stats.json next to %s: using the ImageNet mean.", path)
-    return ExportSource(path, config, tuple(class_names), stats.load_stats(stats_file))
+    if stats_file is None and run_files.STATS_FILE in inside:
+        data_stats = stats.DatasetStats.from_dict(json.loads(inside[run_files.STATS_FILE]))
+    else:
+        if stats_file is None and os.path.exists(sibling_stats):
+            stats_file = sibling_stats
+        if stats_file is None:
+            logging.warning("No stats.json in or next to %s: using the ImageNet mean.", path)
+        data_stats = stats.load_stats(stats_file)
+    return ExportSource(path, config, tuple(class_names), data_stats)
+
+
+def _run_files_inside(path: str) -> dict[str, str]:
+    """The run files `keras_file.save` put inside `path` (none in files saved without them)."""
+    found = {name: keras_file_lib.run_file(path, name) for name in keras_file_lib.RUN_FILES}
+    return {name: text for name, text in found.items() if text is not None}
 
 
 def next_version(model_base: str) -> int:

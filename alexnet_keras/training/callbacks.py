@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from alexnet_keras import filter_grid, run_files
+from alexnet_keras import filter_grid, keras_file, run_files
 
 FILTERS_TAG = "conv1_filters"  # TensorBoard image tag of the conv1 grid.
 
@@ -228,11 +228,12 @@ class ModelSaver(keras.callbacks.Callback):
         if not math.isfinite(float(logs.get("loss", 0.0))):
             return
         network = self.model.network  # Saved without the training model's layout (towers).
-        _save_model_atomically(network, os.path.join(self.model_dir, run_files.LAST_FILE))
+        directory = self.model_dir
+        keras_file.save(network, os.path.join(directory, run_files.LAST_FILE), directory)
         value = logs.get(self.monitor)
         if value is not None and float(value) > self.best:
             self.best = float(value)
-            _save_model_atomically(network, os.path.join(self.model_dir, run_files.BEST_FILE))
+            keras_file.save(network, os.path.join(directory, run_files.BEST_FILE), directory)
             _write_json_atomically(self.best_path, {self.monitor: self.best, "epoch": epoch + 1})
 
 
@@ -287,12 +288,6 @@ class FilterImageCallback(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-
-def _save_model_atomically(model: keras.Model, path: str) -> None:
-    tmp = path + ".tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
 
 
 def _write_json_atomically(path: str, value: dict) -> None:
