@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -11,11 +12,13 @@ import tensorflow as tf
 from absl import flags
 from train_helpers import CLASSES, tiny_arrays, tiny_config, tiny_datasets
 
+from alexnet_keras import run_files
 from alexnet_keras.cli import train as train_cli
 from alexnet_keras.data import stats
 from alexnet_keras.importers import run_writer
 from alexnet_keras.model import build_alexnet
 from alexnet_keras.run_dir import load_run
+from alexnet_keras.training import fine_tune
 from alexnet_keras.training.datasets import Datasets
 from alexnet_keras.training.trainer import run
 
@@ -131,3 +134,38 @@ def test_fine_tuning_a_caffe_import_keeps_its_lrn_or_refuses(tmp_path, caffe_sou
         run(dataclasses.replace(kept, model_dir=str(tmp_path / "b")),
             tf.distribute.get_strategy(), tiny_datasets())  # fmt: skip
     assert not os.path.exists(tmp_path / "b")  # Refused before any work.
+
+
+def test_the_paper_dropouts_rate_follows_the_source_and_a_keras_file_says_what_its_run_does(
+    tmp_path, caffe_source
+):
+    """Under the paper's dropout the rate sets fc7's and fc8's test-time scale (1 - rate), so it
+    is the source's unless set, and another is refused; under the inverted form it is free. A
+    source's best.keras copied out of its run gives the run directory's settings and weights."""
+    paper = str(tmp_path / "paper")
+    config = tiny_config(paper, dropout=0.3)
+    assert config.dropout_form == "paper"
+    model = build_alexnet(len(CLASSES), **config.model_kwargs())
+    run_writer.write_run_dir(paper, model, config, CLASSES, stats.IMAGENET, {})
+    flag_values = flags.FlagValues()
+    train_cli.define_flags(flag_values)
+    flag_values(["train", f"--init_from={paper}"])
+    taken = train_cli.with_source_settings(
+        tiny_config(tmp_path / "a", init_from=paper), flag_values
+    )
+    assert taken.dropout == 0.3
+    refused = dataclasses.replace(taken, dropout=0.5)
+    with pytest.raises(ValueError, match=r"trained with --dropout=0.3; this run has --dropout=0.5"):
+        fine_tune.check_settings(refused)
+    inverted = tiny_config(
+        tmp_path / "b", init_from=caffe_source, lrn_form="caffe", dropout_form="inverted",
+        dropout=0.2,
+    )  # fmt: skip
+    assert "dropout" not in fine_tune.check_settings(inverted)
+    for source in (paper, caffe_source):
+        alone = str(tmp_path / f"{os.path.basename(source)}.keras")
+        shutil.copyfile(run_files.model_file(source), alone)
+        assert fine_tune.source_settings(alone) == fine_tune.source_settings(source)
+        ours, theirs = fine_tune.source_model(source), fine_tune.source_model(alone)
+        for a, b in zip(ours.get_weights(), theirs.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)

@@ -4,7 +4,8 @@ Layers are matched by name (the stable names conv1..fc8). A layer whose weights 
 shapes is copied; the classifier (fc8) is left at its fresh initialization when the class count
 differs, as in Caffe's fine-tuning recipe; any other mismatch is an error naming the layer.
 Copied weights keep the function they were trained for only under the same settings without
-weights (the LRN's form, the input scale, the dropout form): those must equal the source's
+weights (the LRN's form, the input scale, the dropout form, and in the paper's form the dropout
+rate, whose 1 - rate scales fc7's and fc8's inputs at test time): those must equal the source's
 (`check_settings`); the command line takes the source's where no flag sets them.
 """
 
@@ -25,19 +26,22 @@ FUNCTION_SETTINGS = ("architecture", "groups", "use_lrn", "lrn_form", "input_sca
 
 
 def source_settings(init_from: str) -> dict:
-    """FUNCTION_SETTINGS of --init_from: its run's config.json, or the .keras file's layers."""
+    """FUNCTION_SETTINGS of --init_from (and `dropout` under the paper's dropout): its run's
+    config.json, or the .keras file's layers."""
     if os.path.isdir(init_from):
         config = run_files.load_config(init_from)
-        return {name: getattr(config, name) for name in FUNCTION_SETTINGS}
-    if not os.path.isfile(init_from):
+        found = {name: getattr(config, name) for name in (*FUNCTION_SETTINGS, "dropout")}
+    elif not os.path.isfile(init_from):
         raise FileNotFoundError(
             f"--init_from={init_from} is neither a run directory nor a .keras file."
         )
-    try:
-        found = keras_file.settings(init_from)
-    except ValueError as error:
-        raise ValueError(f"--init_from={init_from}: {error}") from None
-    return {name: found[name] for name in FUNCTION_SETTINGS if name in found}
+    else:
+        try:
+            found = keras_file.settings(init_from)
+        except ValueError as error:
+            raise ValueError(f"--init_from={init_from}: {error}") from None
+    names = FUNCTION_SETTINGS + (("dropout",) if found.get("dropout_form") == "paper" else ())
+    return {name: found[name] for name in names if name in found}
 
 
 def check_settings(config: TrainConfig) -> dict:
