@@ -158,6 +158,27 @@ def test_layout_configs_and_commands(trained):
     assert "--rest_api_port=8501" in result.commands["tensorflow_model_server"]
 
 
+def test_the_readmes_serving_commands_are_the_ones_export_prints():
+    """Each of README's docker, tensorflow_model_server and curl lines, for exports/ under a
+    directory with a space, split as the shell splits them, is what `serving_commands` prints:
+    no experimental or XLA flag, and quoted paths."""
+    kinds = {"docker run": "docker", "tensorflow_model_server": "tensorflow_model_server",
+             "curl": "rest_example"}  # fmt: skip
+    pwd = "/srv/my models"
+    commands = export.serving_commands(os.path.join(pwd, "exports"), "alexnet")
+    with open(os.path.join(REPO, "README.md")) as f:
+        found = [
+            (kinds[kind], shlex.split(line.split("#")[0].replace("$PWD", pwd)))
+            for line in f.read().splitlines()
+            for kind in kinds
+            if line.startswith(kind)
+        ]
+    assert sorted({kind for kind, _ in found}) == sorted(kinds.values())
+    for kind, words in found:
+        assert words == shlex.split(commands[kind]), kind
+        assert not [word for word in words if "experimental" in word or "xla" in word]
+
+
 def test_models_config_is_a_model_server_config_of_every_versioned_model(tmp_path, monkeypatch):
     """Parsed back with TF Serving's own ModelServerConfig: one entry per model directory that has
     a numeric version, absolute base paths (from a relative export base), names that need

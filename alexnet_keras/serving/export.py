@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -262,16 +263,17 @@ def serving_commands(export_base: str, model_name: str) -> dict[str, str]:
     host paths) serves both. Ports: 8500 gRPC, 8501 REST (TF Serving's conventions).
     """
     base = os.path.abspath(export_base)
+    config, batching = f"{base}/{MODELS_CONFIG_FILE}", f"{base}/{BATCHING_FILE}"
     flags = (
-        f"--model_config_file={base}/{MODELS_CONFIG_FILE} --enable_batching "
-        f"--batching_parameters_file={base}/{BATCHING_FILE}"
+        f"{shlex.quote(f'--model_config_file={config}')} --enable_batching "
+        f"{shlex.quote(f'--batching_parameters_file={batching}')}"
     )
+    ports = "--port=8500 --rest_api_port=8501"
+    mount = shlex.quote(f"{base}:{base}:ro")
     return {
-        "docker": f'docker run --rm -p 8500:8500 -p 8501:8501 -v "{base}:{base}:ro" '
+        "docker": f"docker run --rm -p 8500:8500 -p 8501:8501 -v {mount} "
         f"tensorflow/serving {flags}",
-        "tensorflow_model_server": (
-            f"tensorflow_model_server --port=8500 --rest_api_port=8501 {flags}"
-        ),
+        "tensorflow_model_server": f"tensorflow_model_server {ports} {flags}",
         "rest_example": f"curl http://localhost:8501/v1/models/{model_name}",
     }
 
