@@ -252,16 +252,19 @@ def test_every_export_loads_on_a_stock_tf_serving(trained, bfloat16_export, floa
 
 
 @pytest.mark.slow
-def test_export_does_not_depend_on_the_exporting_cpu(trained, tmp_path, monkeypatch):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_export_does_not_depend_on_the_exporting_cpu(trained, tmp_path, monkeypatch, precision):
     """The same run exported as if on an AMX Xeon, an AVX2-only EPYC and an unknown CPU: the same
-    op types (the export builds the reference layers; no CPU rule reaches it)."""
+    op types (the export builds the reference layers; no CPU rule reaches it), in each serving
+    precision."""
     found = []
     for name, flags in (("amx", AMX_FLAGS), ("avx2", AVX2_FLAGS), ("unknown", None)):
         text = "" if flags is None else f"model name\t: {name}\nflags\t\t: {flags}\n"
         monkeypatch.setattr(cpu, "_info", lambda text=text: text)
         result = export.export_saved_model(
-            export.resolve_source(trained[0]), str(tmp_path / name), write_warmup=False
-        )
+            export.resolve_source(trained[0]), str(tmp_path / name), write_warmup=False,
+            serving_precision=precision,
+        )  # fmt: skip
         found.append(saved_model_checks.op_types(result.path))
     assert found[0] == found[1] == found[2]
 

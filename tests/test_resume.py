@@ -15,6 +15,7 @@ import time
 import keras
 import numpy as np
 import pytest
+import saved_model_checks
 import tensorflow as tf
 from train_helpers import (
     FC_UNITS,
@@ -27,6 +28,7 @@ from train_helpers import (
 
 from alexnet_keras import config as config_lib
 from alexnet_keras.config import TrainConfig
+from alexnet_keras.serving import export
 from alexnet_keras.training import callbacks as cb
 from alexnet_keras.training import checkpoints, resume
 from alexnet_keras.training.trainer import run
@@ -194,6 +196,10 @@ def test_mirrored_run_resumes_bit_for_bit(tmp_path, data):
     _train(killed, data, *mirrored, kill_at=11)
     _train(killed, data, *mirrored)
     _assert_same_run(uninterrupted, killed)
+    exported = export.export_saved_model(  # What a mirrored run exports loads on TF Serving.
+        export.resolve_source(str(killed)), str(tmp_path / "exports"), write_warmup=False
+    )
+    saved_model_checks.assert_servable(exported.path)
 
 
 def test_each_replicas_running_metric_sums_come_back_exactly(tmp_path):

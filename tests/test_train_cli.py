@@ -258,7 +258,8 @@ def _assert_same_weights(first, second):
 def test_multi_worker_two_processes_train_the_same_weights(tmp_path):
     """Two workers (MultiWorkerMirroredStrategy), each reading its own shard: after 3 steps the
     chief's last.keras and the other worker's own copy are equal bit for bit (all-reduced
-    gradients); two unsynchronised workers on different shards would differ. Run again with one
+    gradients); two unsynchronised workers on different shards would differ. Each worker draws
+    its dropout masks as its own replica. Run again with one
     more epoch, both resume from the chief's step-3 checkpoint (the other worker's own
     directory is gone) and stay equal; a worker starting over would hang or differ."""
     write_tiny_fashion_mnist(tmp_path / "data", n_train=64, n_test=16)
@@ -273,6 +274,11 @@ def test_multi_worker_two_processes_train_the_same_weights(tmp_path):
     assert len(saved_from[1]) == 1 and str(model_dir) not in saved_from[1]  # Its own directory.
     assert not os.path.exists(saved_from[1].pop())  # Removed when the worker exits.
     _assert_same_weights(model_dir / "last.keras", keep[1] / "last.keras")
+    # Each worker drew its dropout masks as its own replica of the cluster (the mirrored tests
+    # show that replicas with other indices draw other masks).
+    for index in range(2):
+        drawn = set((keep[index] / "dropout_replicas.txt").read_text().splitlines())
+        assert drawn == {f"drop6 {index}", f"drop7 {index}"}, drawn
     # Each worker evaluated the same model: the same numbers.
     evaluated = [[line for line in out.splitlines() if "top-1 error" in line] for out in outputs]
     assert evaluated[0] == evaluated[1] and len(evaluated[0]) == 1
