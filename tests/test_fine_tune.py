@@ -27,9 +27,11 @@ LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    """A trained 4-class run to start from."""
+    """A trained 4-class run to start from, without dropout (in the paper's form the rate is the
+    source's: the runs that start from it use none either)."""
     model_dir = tmp_path_factory.mktemp("source")
-    run(tiny_config(model_dir, epochs=1, seed=1), tf.distribute.get_strategy(), tiny_datasets())
+    config = tiny_config(model_dir, epochs=1, seed=1, dropout=0.0)
+    run(config, tf.distribute.get_strategy(), tiny_datasets())
     return str(model_dir)
 
 
@@ -79,7 +81,9 @@ def test_init_from_copies_freezes_and_learns(tmp_path, source):
 def test_loaded_layers_learn_slower_than_new_ones(tmp_path, source):
     from alexnet_keras.training import trainer
 
-    config = tiny_config(tmp_path, epochs=1, init_from=source, fine_tune_lr_factor=0.25)
+    config = tiny_config(
+        tmp_path, epochs=1, init_from=source, fine_tune_lr_factor=0.25, dropout=0.0
+    )
     model = trainer.compile_alexnet(config, 2, tf.distribute.get_strategy())
     trainer._start_from(model, config, None)
     scales = dict(zip(model.optimizer._paths, model.optimizer._lr_scales))
@@ -89,7 +93,7 @@ def test_loaded_layers_learn_slower_than_new_ones(tmp_path, source):
 
 @pytest.mark.slow
 def test_mismatched_network_and_unknown_layer_are_refused(tmp_path, source):
-    other_size = tiny_config(tmp_path / "a", image_size=99, init_from=source)
+    other_size = tiny_config(tmp_path / "a", image_size=99, init_from=source, dropout=0.0)
     with pytest.raises(ValueError, match="layer fc6 has weights"):
         run(other_size, tf.distribute.get_strategy(), _two_class_datasets())
     with pytest.raises(ValueError, match="--freeze=conv9 is invalid"):

@@ -101,13 +101,15 @@ def test_files_that_hold_no_alexnet_are_named(tmp_path):
         keras_file.settings(odd)
 
 
-def test_load_weights_gives_the_files_weights_bit_for_bit_and_leaves_no_copy(tmp_path):
-    """The extracted-copy loader against Keras's own reader of the same file."""
+def test_load_weights_gives_the_files_weights_bit_for_bit_and_leaves_no_copy(tmp_path, monkeypatch):
+    """The extracted-copy loader against Keras's own reader of the same file. Its temporary copy
+    goes to a directory of this test's own (other test processes write to /tmp meanwhile)."""
     path = _saved(tmp_path, "saved", seed=1)
     ours, keras_read, untouched = (build_alexnet(len(CLASSES), **SMALL, seed=2) for _ in range(3))
-    before = set(os.listdir(tempfile.gettempdir()))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     keras_file.load_weights(ours, path)
-    assert set(os.listdir(tempfile.gettempdir())) == before
+    assert os.listdir(tmp_path / "tmp") == []
     keras_read.load_weights(path)
     for a, b in zip(ours.get_weights(), keras_read.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
