@@ -18,6 +18,8 @@ LIBRARY = {
     "constants", "config", "cpu", "filter_grid", "layers", "kernels", "keras_file", "data",
     "model", "flops", "run_files", "run_dir", "training", "importers", "serving", "pictures",
 }  # fmt: skip
+# Importing weights and serving read and write runs alike.
+RUNS = {"constants", "config", "layers", "keras_file", "data", "model", "run_files", "run_dir"}
 # What each part may import (besides itself).
 ALLOWED = {
     "constants": set(),
@@ -32,39 +34,9 @@ ALLOWED = {
     "flops": {"layers"},
     "run_files": {"config"},  # No TensorFlow: commands check a run before it loads.
     "run_dir": {"config", "data", "model", "keras_file", "kernels", "run_files"},
-    "training": {
-        "constants",
-        "config",
-        "cpu",
-        "layers",
-        "kernels",
-        "keras_file",
-        "data",
-        "model",
-        "run_files",
-        "run_dir",
-        "filter_grid",
-    },  # fmt: skip
-    "importers": {
-        "constants",
-        "config",
-        "layers",
-        "keras_file",
-        "data",
-        "model",
-        "run_files",
-        "run_dir",
-    },  # fmt: skip
-    "serving": {
-        "constants",
-        "config",
-        "layers",
-        "keras_file",
-        "data",
-        "model",
-        "run_files",
-        "run_dir",
-    },  # fmt: skip
+    "training": RUNS | {"cpu", "kernels", "filter_grid"},
+    "importers": RUNS,
+    "serving": RUNS,
     "pictures": {"constants", "config", "data", "model", "run_dir", "serving", "filter_grid"},
     "cli": LIBRARY,  # The commands may use anything.
     "entry": {"cli"},  # alexnet_keras/train.py, evaluate.py, predict.py: `python -m` shims.
