@@ -49,13 +49,12 @@ def save(model: object, path: str, model_dir: str) -> None:
     os.replace(tmp, path)
 
 
-def run_file(path: str, name: str) -> str | None:
-    """The text of the run file `name` (one of RUN_FILES) saved inside `path`; None if absent."""
+def run_files_inside(path: str) -> dict[str, str]:
+    """The text of each run file `save` put inside `path`, by name (none in other files)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return archive.read(_RUN + name).decode()
-    except KeyError:
-        return None
+            inside = set(archive.namelist())
+            return {n: archive.read(_RUN + n).decode() for n in RUN_FILES if _RUN + n in inside}
     except (OSError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path} is not a readable .keras model file: {error}") from None
 

@@ -625,9 +625,10 @@ def test_a_runs_keras_files_carry_its_run_files(trained, tmp_path):
     model_dir = trained[0]
     for checkpoint in ("best", "last"):
         path = run_files.model_file(model_dir, checkpoint)
+        inside = keras_file.run_files_inside(path)
         for name in keras_file.RUN_FILES:
             with open(os.path.join(model_dir, name)) as f:
-                assert keras_file.run_file(path, name) == f.read(), (checkpoint, name)
+                assert inside[name] == f.read(), (checkpoint, name)
     alone = str(tmp_path / "copied.keras")
     shutil.copyfile(run_files.model_file(model_dir), alone)
     ours, theirs = export.resolve_source(model_dir), export.resolve_source(keras_file=alone)

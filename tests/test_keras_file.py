@@ -128,12 +128,11 @@ def test_save_puts_the_run_files_inside_and_keras_still_loads_the_file(tmp_path)
     path = str(tmp_path / "best.keras")
     keras_file.save(model, path, str(model_dir))
     assert sorted(os.listdir(tmp_path)) == ["best.keras", "run"]  # No temporary file left.
-    for name in keras_file.RUN_FILES:
-        assert keras_file.run_file(path, name) == texts.get(name), name
+    assert keras_file.run_files_inside(path) == texts
     loaded = keras.saving.load_model(path, compile=False)
     for ours, theirs in zip(model.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_array_equal(ours, theirs)
     plain = _saved(tmp_path, "plain")
-    assert keras_file.run_file(plain, "config.json") is None
+    assert keras_file.run_files_inside(plain) == {}
     with pytest.raises(ValueError, match="not a readable .keras model file"):
-        keras_file.run_file(str(model_dir / "config.json"), "config.json")
+        keras_file.run_files_inside(str(model_dir / "config.json"))

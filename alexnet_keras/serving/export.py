@@ -108,7 +108,7 @@ def resolve_source(
         path, directory = keras_file, os.path.dirname(os.path.abspath(keras_file))
         if not os.path.isfile(path):
             raise FileNotFoundError(f"--keras_file={path} does not exist.")
-        inside = _run_files_inside(path)
+        inside = keras_file_lib.run_files_inside(path)
         if run_files.CONFIG_FILE in inside:
             try:
                 config = TrainConfig.from_json(inside[run_files.CONFIG_FILE])
@@ -151,12 +151,6 @@ def resolve_source(
             logging.warning("No stats.json in or next to %s: using the ImageNet mean.", path)
         data_stats = stats.load_stats(stats_file)
     return ExportSource(path, config, tuple(class_names), data_stats)
-
-
-def _run_files_inside(path: str) -> dict[str, str]:
-    """The run files `keras_file.save` put inside `path` (none in files saved without them)."""
-    found = {name: keras_file_lib.run_file(path, name) for name in keras_file_lib.RUN_FILES}
-    return {name: text for name, text in found.items() if text is not None}
 
 
 def next_version(model_base: str) -> int:
