@@ -332,9 +332,10 @@ def _main(argv: list[str]) -> None:
     try:
         run(config, allow_changes=flags.FLAGS.allow_changes, callbacks=[ctrl_c])
     except (KeyboardInterrupt, Exception) as error:
-        # After a Ctrl-C any error is the interruption: a KeyboardInterrupt raised inside C code
-        # that called back into Python can come out as another error (seen once in the suite as
-        # "SystemError: Objects/listobject.c:338: bad argument to internal function").
+        # After a Ctrl-C any error is the interruption: one that stops at once (a second, or one
+        # outside fit) can land inside C code that called back into Python and come out as
+        # another error ("SystemError: Objects/listobject.c:338: bad argument to internal
+        # function", or "<built-in function __import__> returned a result with an exception set").
         interrupted = isinstance(error, KeyboardInterrupt) or ctrl_c.interrupted
         if not interrupted or flags.FLAGS.verbosity >= 1:
             raise

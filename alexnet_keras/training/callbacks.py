@@ -151,24 +151,42 @@ class StepCheckpoint(keras.callbacks.Callback):
 
 
 class StopOnCtrlC(keras.callbacks.Callback):
-    """Ctrl-C stops the run even where Python drops it: a KeyboardInterrupt raised while a
-    `__del__` method runs (TF and Keras run many during `fit`) is only printed as "Exception
-    ignored", and training went on. Installed as the SIGINT handler, `handle_sigint` remembers
-    the signal, and the next training or evaluation batch raises it again."""
+    """Ctrl-C stops training at the next batch's beginning, where nothing is half done.
+
+    Raised at once, a KeyboardInterrupt lands wherever Python happens to be: inside a `__del__`
+    (TF and Keras run many during `fit`) Python only prints "Exception ignored" and training goes
+    on; inside C code that called back into Python it can come out as another error after TF has
+    printed a traceback. So while `fit` runs, `handle_sigint` (the train command's SIGINT
+    handler) only remembers the signal; a second Ctrl-C, or one outside `fit`, stops at once.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.interrupted = False
+        self.training = False
 
     def handle_sigint(self, signum: int, frame: object) -> None:
+        if self.training and not self.interrupted:
+            self.interrupted = True
+            # A raw write: the handler may run while the main thread is inside sys.stderr.
+            os.write(2, b"\nCtrl-C: stopping at the next batch (press it again to stop now).\n")
+            return
         self.interrupted = True
         raise KeyboardInterrupt
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.training = True
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         if self.interrupted:  # At a batch's beginning: no logs to wait for, no host sync.
             raise KeyboardInterrupt
 
     on_test_batch_begin = on_train_batch_begin
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.training = False
+        if self.interrupted:  # After the last batch: the final evaluation is not waited for.
+            raise KeyboardInterrupt
 
 
 class RestoredEpochMetrics(keras.callbacks.Callback):
