@@ -108,7 +108,8 @@ def test_ctrl_c_says_how_to_resume_and_keeps_the_checkpoints(tmp_path, data):
 # it lands where a raised KeyboardInterrupt never reaches the command. "in_del": inside a
 # `__del__` method, where Python would only print "Exception ignored" and go on. "twice": a
 # second Ctrl-C stops at once, and its KeyboardInterrupt comes out as another error, as C code
-# that had called back into Python once turned it (exit 1 with a traceback, twice in CI).
+# that had called back into Python turned it (in a fresh clone, exit 1 with a traceback; in CI
+# a traceback TF printed).
 _CTRL_C_AT_THE_FIRST_EPOCH_END = """
 import runpy, signal, sys
 from alexnet_keras import keras_file
